@@ -1,0 +1,1 @@
+"""Reference inference pipeline (diffusers-based) used by `vqtool validate`; filled in by the validation work."""

@@ -1,0 +1,100 @@
+"""The ``vqtool`` command line: a thin click group over the library.
+
+Commands live one per module in :mod:`vqtool.commands` and are imported only
+when invoked (or when their own ``--help`` is asked for), so ``vqtool --help``
+never imports torch. To add a command, add a row to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import click
+
+from vqtool import __version__
+from vqtool.errors import VqtoolError
+
+# name -> (module under vqtool.commands, attribute, one-line help shown by `vqtool --help`)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "inspect": ("inspect", "command", "Show format, model, tensors, dtypes and sizes of a checkpoint."),
+}
+
+EPILOG = """\b
+Examples:
+  vqtool inspect Wan2.1-T2V-1.3B/                 # any folder or file vqtool reads
+  vqtool inspect model.gguf --json > info.json    # machine-readable
+  vqtool --debug inspect broken.safetensors       # show the traceback too
+"""
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(f"vqtool.commands.{module}"), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _debug_enabled() -> bool:
+    return os.environ.get("VQTOOL_DEBUG", "") not in ("", "0")
+
+
+@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="vqtool")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug logging).")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors (or set VQTOOL_DEBUG=1).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
+    """vqtool: turn open video diffusion checkpoints (Wan2.1, CogVideoX) into
+    smaller files you can trust: map formats, quantize to GGUF with per-layer
+    policies, and validate the result against full precision."""
+    if debug:
+        os.environ["VQTOOL_DEBUG"] = "1"
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: runs the group, turning VqtoolError into one line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="vqtool", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("vqtool: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except VqtoolError as exc:
+        if _debug_enabled():
+            raise
+        click.echo(f"vqtool: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("vqtool: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # an internal bug: still one line unless debugging
+        if _debug_enabled():
+            raise
+        click.echo(f"vqtool: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        sys.exit(70)
+    sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
