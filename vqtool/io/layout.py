@@ -121,6 +121,29 @@ def _model_folder(folder: str, fmt: str = "diffusers-model") -> TensorStore:
     return store
 
 
+# config.json `_class_name` / `architectures` fragments -> component name.
+CONFIG_COMPONENTS = (
+    ("Transformer", "transformer"), ("WanModel", "transformer"), ("Autoencoder", "vae"),
+    ("CLIPVision", "image_encoder"), ("EncoderModel", "text_encoder"), ("T5", "text_encoder"),
+)
+
+
+def component_from_config(config: dict | None) -> str:
+    """The component a Diffusers/transformers ``config.json`` describes ("model" if unknown)."""
+    if not config:
+        return "model"
+    names = [str(config.get("_class_name", ""))] + [str(a) for a in config.get("architectures") or []]
+    for fragment, component in CONFIG_COMPONENTS:
+        if any(fragment in n for n in names):
+            return component
+    return "model"
+
+
+def _open_model_folder(folder: str) -> Checkpoint:
+    store = _model_folder(folder)
+    return Checkpoint(folder, "diffusers-model", {component_from_config(store.config): store})
+
+
 def _open_pipeline(folder: str) -> Checkpoint:
     index = _read_json(os.path.join(folder, "model_index.json"))
     ckpt = Checkpoint(folder, "diffusers-pipeline")
@@ -204,7 +227,7 @@ FOLDER_LAYOUTS: list[tuple[str, Callable[[str], bool], Callable[[str], Checkpoin
     (
         "diffusers-model",
         lambda d: os.path.isfile(os.path.join(d, "config.json")),
-        lambda d: Checkpoint(d, "diffusers-model", {"model": _model_folder(d)}),
+        _open_model_folder,
     ),
 ]
 
