@@ -1,0 +1,87 @@
+"""Independent expectations for CogVideoX SAT transformer checkpoints.
+
+Written out by hand from the reference document (checkpoint-formats.md §1.2: key
+table, shapes, per-variant presence, tensor counts), NOT from vqtool's tables, so
+that the SAT files vqtool writes (and the SAT fixtures, which are produced through
+vqtool's own mapping) are checked against something that does not share their bugs.
+Counts are checked on full-shape models built on the meta device (no memory).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from vqtool.testing import cogvideox as tc
+
+PREFIX = "model.diffusion_model."
+
+# variant -> (hidden, layers, in_channels, 1.5?, rotary?, learned pos?, ofs?)
+FULL = {
+    "2b": (1920, 30, 16, False, False, False, False),
+    "5b": (3072, 42, 16, False, True, False, False),
+    "5b-i2v": (3072, 42, 32, False, True, True, False),
+    "1.5": (3072, 42, 16, True, True, False, False),
+    "1.5-i2v": (3072, 42, 32, True, True, False, True),
+}
+# Reference doc §1.2 "Derived tensor counts".
+COUNTS = {"2b": (556, 736), "5b": (775, 1024), "5b-i2v": (776, 1025), "1.5": (773, 1024), "1.5-i2v": (777, 1028)}
+
+
+def expected_sat(variant: str) -> dict[str, tuple[int, ...]]:
+    """Every key (prefixed) and shape of a released SAT transformer file, per the reference table."""
+    h, layers, c, v15, rotary, learned, ofs = FULL[variant]
+    keys: dict[str, tuple[int, ...]] = {}
+
+    def wb(name, wshape, bshape):
+        keys[f"{name}.weight"] = wshape
+        keys[f"{name}.bias"] = bshape
+
+    wb("time_embed.0", (512, h), (512,))
+    wb("time_embed.2", (512, 512), (512,))
+    if ofs:
+        wb("ofs_embed.0", (512, 512), (512,))
+        wb("ofs_embed.2", (512, 512), (512,))
+    for n in range(layers):
+        t = f"transformer.layers.{n}"
+        wb(f"{t}.input_layernorm", (h,), (h,))
+        wb(f"{t}.attention.query_key_value", (3 * h, h), (3 * h,))
+        wb(f"{t}.attention.dense", (h, h), (h,))
+        wb(f"{t}.post_attention_layernorm", (h,), (h,))
+        wb(f"{t}.mlp.dense_h_to_4h", (4 * h, h), (4 * h,))
+        wb(f"{t}.mlp.dense_4h_to_h", (h, 4 * h), (h,))
+        wb(f"mixins.adaln_layer.adaLN_modulations.{n}.1", (12 * h, 512), (12 * h,))
+        wb(f"mixins.adaln_layer.query_layernorm_list.{n}", (64,), (64,))
+        wb(f"mixins.adaln_layer.key_layernorm_list.{n}", (64,), (64,))
+    wb("transformer.final_layernorm", (h,), (h,))
+    if rotary:  # leftover of SAT's base model in RoPE variants
+        keys["transformer.position_embeddings.weight"] = (64, h)
+    wb("mixins.patch_embed.proj", (h, c * 8) if v15 else (h, c, 2, 2), (h,))
+    wb("mixins.patch_embed.text_proj", (h, 4096), (h,))
+    if rotary and not v15:  # v1.0 Rotary mixin registers them as buffers
+        keys["mixins.pos_embed.freqs_sin"] = (13 * 30 * 45, 64)
+        keys["mixins.pos_embed.freqs_cos"] = (13 * 30 * 45, 64)
+    if learned:
+        keys["mixins.pos_embed.pos_embedding"] = (1, 226 + 17550, h)
+    wb("mixins.final_layer.norm_final", (h,), (h,))
+    wb("mixins.final_layer.linear", (128 if v15 else 64, h), (128 if v15 else 64,))
+    wb("mixins.final_layer.adaLN_modulation.1", (2 * h, 512), (2 * h,))
+    return {PREFIX + k: v for k, v in keys.items()}
+
+
+# Keys a SAT -> Diffusers conversion drops (reference §1.3 "Dropped keys"): regenerated or unused.
+DROPPED_SUFFIXES = ("mixins.pos_embed.freqs_sin", "mixins.pos_embed.freqs_cos", "transformer.position_embeddings.weight")
+
+
+def is_dropped(key: str) -> bool:
+    return key.removeprefix(PREFIX) in DROPPED_SUFFIXES
+
+
+@pytest.mark.parametrize("variant", tc.VARIANTS)
+def test_reference_sat_key_table_gives_the_documented_counts(variant):
+    assert len(expected_sat(variant)) == COUNTS[variant][0]
+
+
+@pytest.mark.parametrize("variant", tc.VARIANTS)
+def test_full_shape_diffusers_model_has_the_documented_tensor_count(variant):
+    model = tc.build_transformer(variant, full=True, device="meta")
+    assert len(model.state_dict()) == COUNTS[variant][1]

@@ -1,0 +1,1 @@
+"""Deterministic tiny random models for tests and examples (one module per family)."""
