@@ -1,0 +1,203 @@
+"""Array primitives the codecs are written against, with ggml's float32 semantics.
+
+Every codec in this package is written once, against an ``Ops`` object, and runs on
+numpy (:class:`NumpyOps`, the CPU exact path) or torch (``TorchOps`` in
+:mod:`vqtool.ggml.torch_ops`, any device). The primitives are the few places where
+bit exactness with ``ggml-quants.c`` is decided:
+
+* ``sum0`` adds along axis 0 **left to right in float32**, the order of C's
+  ``for (i...) sum += ...`` loops. numpy's reduction over a non-contiguous axis is
+  sequential, while over the contiguous axis it is pairwise; that is why every codec
+  keeps its sub-blocks column-wise, shape ``(elements, blocks)``.
+* ``nint`` is ggml's ``nearest_int`` (the 12582912 trick), not ``rint``: they differ
+  for ``|x| > 4194303``, which the requantization steps can reach on outliers.
+* ``fp16`` rounds to IEEE half the way ``GGML_FP32_TO_FP16`` does (nearest even).
+
+Arithmetic itself uses operators on float32 arrays with Python-float scalars that are
+exactly representable in float32 (see :func:`f32c`), so numpy stays in float32 and
+torch's double-precision scalar handling still rounds to the float32 result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_MAGIC = np.float32(12582912.0)  # 1.5 * 2**23, ggml-quants.c nearest_int
+
+
+def f32c(value: float) -> float:
+    """Return ``value`` rounded to float32, as a Python float (a C ``float`` constant)."""
+    return float(np.float32(value))
+
+
+def f32_mul(a: float, b: float) -> float:
+    """C ``a*b`` on two floats, as a Python float."""
+    return float(np.float32(a) * np.float32(b))
+
+
+def f32_add(a: float, b: float) -> float:
+    """C ``a+b`` on two floats, as a Python float."""
+    return float(np.float32(a) + np.float32(b))
+
+
+class NumpyOps:
+    """numpy implementation of the codec primitives (float32, C operation order)."""
+
+    name = "numpy"
+
+    # -- construction and casts ------------------------------------------------
+    @staticmethod
+    def asarray(x):
+        return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+
+    @staticmethod
+    def to_numpy(a) -> np.ndarray:
+        return np.asarray(a)
+
+    @staticmethod
+    def zeros(shape, like=None, dtype="f32"):
+        return np.zeros(shape, dtype=np.float32 if dtype == "f32" else np.int32)
+
+    @staticmethod
+    def f32(a):
+        return a.astype(np.float32)
+
+    @staticmethod
+    def i32(a):
+        return a.astype(np.int32)
+
+    @staticmethod
+    def u8(a):
+        return a.astype(np.uint8)
+
+    @staticmethod
+    def cols(a, n: int):
+        """``(rows, k)`` -> ``(n, rows*k/n)``: sub-blocks of ``n`` as contiguous columns."""
+        return np.ascontiguousarray(a.reshape(-1, n).T)
+
+    @staticmethod
+    def rows(a):
+        """Inverse of :meth:`cols` for a ``(n, S)`` array: ``(S, n)`` contiguous."""
+        return np.ascontiguousarray(a.T)
+
+    @staticmethod
+    def bcast(a, shape):
+        return np.broadcast_to(a, shape)
+
+    @staticmethod
+    def cat(parts, axis=1):
+        return np.concatenate(parts, axis=axis)
+
+    @staticmethod
+    def u16_bytes(a):
+        """uint16-valued int array ``(S,)`` -> little-endian bytes ``(S, 2)`` uint8."""
+        return np.ascontiguousarray(a.astype("<u2")).view(np.uint8).reshape(-1, 2)
+
+    @staticmethod
+    def u32_bytes(a):
+        return np.ascontiguousarray(a.astype("<u4")).view(np.uint8).reshape(-1, 4)
+
+    @staticmethod
+    def fp16_bytes(a):
+        """float32 ``(S,)`` -> fp16 bytes ``(S, 2)`` (round to nearest even)."""
+        return np.ascontiguousarray(a.astype("<f2")).view(np.uint8).reshape(-1, 2)
+
+    # -- ggml numerics -----------------------------------------------------------
+    @staticmethod
+    def fp16(a):
+        """float32 -> fp16 -> float32, i.e. ``GGML_FP16_TO_FP32(GGML_FP32_TO_FP16(a))``."""
+        return a.astype(np.float16).astype(np.float32)
+
+    @staticmethod
+    def nint(a):
+        """ggml ``nearest_int`` as float32 values (exact for every float input)."""
+        bits = (a + _MAGIC).view(np.int32)
+        return ((bits & 0x007FFFFF) - 0x00400000).astype(np.float32)
+
+    @staticmethod
+    def rint(a):
+        """Round half to even; equals ``nint`` for ``|a| <= 4194303`` (search loops)."""
+        return np.rint(a)
+
+    @staticmethod
+    def trunc(a):
+        return np.trunc(a)
+
+    @staticmethod
+    def floor(a):
+        return np.floor(a)
+
+    @staticmethod
+    def sign(a):
+        return np.sign(a)
+
+    @staticmethod
+    def clip(a, lo, hi):
+        return np.minimum(np.maximum(a, lo), hi)
+
+    @staticmethod
+    def minimum(a, b):
+        return np.minimum(a, b)
+
+    @staticmethod
+    def maximum(a, b):
+        return np.maximum(a, b)
+
+    @staticmethod
+    def where(c, a, b):
+        return np.where(c, a, b)
+
+    @staticmethod
+    def abs(a):
+        return np.abs(a)
+
+    @staticmethod
+    def sqrt(a):
+        return np.sqrt(a)
+
+    @staticmethod
+    def sum0(a):
+        """Left-to-right float32 sum over axis 0, starting from +0 like ``float s = 0``."""
+        return np.add.reduce(a, axis=0)
+
+    @staticmethod
+    def max0(a):
+        return a.max(axis=0)
+
+    @staticmethod
+    def min0(a):
+        return a.min(axis=0)
+
+    @staticmethod
+    def maxabs0(a):
+        """Signed value with the largest ``|a|`` along axis 0 (first one wins) and that ``|a|``.
+
+        This is C's ``if (fabsf(v) > amax) { amax = fabsf(v); max = v; }`` from
+        ``amax = max = 0``: all-zero columns give ``(+0, +0)``.
+        """
+        ab = np.abs(a)
+        idx = ab.argmax(axis=0)
+        amax = np.take_along_axis(ab, idx[None], axis=0)[0]
+        val = np.take_along_axis(a, idx[None], axis=0)[0]
+        return np.where(amax > 0, val, np.float32(0)), amax
+
+    @staticmethod
+    def searchsorted(sorted_values, a):
+        """Index ``i`` with ``v[i-1] <= a < v[i]`` (numpy ``side='right'``)."""
+        return np.searchsorted(sorted_values, a, side="right").astype(np.int32)
+
+    @staticmethod
+    def take(values, idx):
+        return values[idx]
+
+    @staticmethod
+    def constant(values, like=None, dtype="f32"):
+        return np.asarray(values, dtype=np.float32 if dtype == "f32" else np.int32)
+
+    @staticmethod
+    def errstate():
+        """Context that silences the divide-by-zero/invalid warnings C also ignores."""
+        return np.errstate(all="ignore")
+
+
+NUMPY = NumpyOps()
