@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vqtool.errors import ShapeError
+from vqtool.mapping.transforms import register
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -38,6 +39,7 @@ def _chunks(tensor: "torch.Tensor", parts: int, what: str) -> list["torch.Tensor
     return list(tensor.chunk(parts, dim=0))
 
 
+@register("cogvideox.adaln_split")
 def adaln_split(inputs: list["torch.Tensor"]) -> list["torch.Tensor"]:
     """SAT ``adaLN_modulations.{i}.1`` ([12h, ...]) -> [``norm1.linear``, ``norm2.linear``] ([6h, ...] each).
 
@@ -53,6 +55,7 @@ def adaln_split(inputs: list["torch.Tensor"]) -> list["torch.Tensor"]:
     return [torch.cat(out[0], dim=0).contiguous(), torch.cat(out[1], dim=0).contiguous()]
 
 
+@register("cogvideox.adaln_fuse")
 def adaln_fuse(inputs: list["torch.Tensor"]) -> list["torch.Tensor"]:
     """Inverse of :func:`adaln_split`: [``norm1.linear``, ``norm2.linear``] -> SAT ``[12h, ...]``."""
     import torch

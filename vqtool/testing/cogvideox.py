@@ -66,7 +66,7 @@ FULL_TRANSFORMER: dict[str, dict[str, Any]] = {
     "1.5-i2v": dict(_FULL_15, in_channels=32, out_channels=16, ofs_embed_dim=512),
 }
 
-TINY_VAE: dict[str, Any] = dict(block_out_channels=(32, 32, 32, 32), layers_per_block=1, latent_channels=16,
+TINY_VAE: dict[str, Any] = dict(block_out_channels=(32, 32, 64, 64), layers_per_block=1, latent_channels=16,
                                 norm_num_groups=32, sample_height=32, sample_width=32)
 
 TINY_T5: dict[str, Any] = dict(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
@@ -117,7 +117,8 @@ def build_transformer(variant: str, seed: int = 0, full: bool = False, device: s
 
 
 def build_vae(seed: int = 0, scaling_factor: float = 1.15258426, invert_scale_latents: bool = False):
-    """A tiny random ``AutoencoderKLCogVideoX`` (4 blocks like the real one, so ``up.I -> up_blocks.3-I`` holds)."""
+    """A tiny random ``AutoencoderKLCogVideoX``: 4 blocks like the real one (so ``up.I -> up_blocks.3-I`` holds),
+    with a channel change so that resnets carry ``conv_shortcut`` (SAT ``nin_shortcut``)."""
     from diffusers import AutoencoderKLCogVideoX
 
     model = AutoencoderKLCogVideoX(**TINY_VAE, scaling_factor=scaling_factor, invert_scale_latents=invert_scale_latents)
