@@ -66,3 +66,85 @@ def quantize_chunk(x: np.ndarray, qtype, imatrix: np.ndarray | None = None) -> n
     written = lib.ggml_quantize_chunk(int(qt), x.ctypes.data, out.ctypes.data, 0, rows, n, qw)
     assert written == out.nbytes, (written, out.nbytes)
     return out
+
+
+# -- test matrices ---------------------------------------------------------------------
+# Each kind stresses a different branch of the C code; every generator is deterministic.
+
+def _gaussian(rng, rows, n):
+    return rng.standard_normal((rows, n))
+
+
+def _student_t(rng, rows, n):
+    return rng.standard_t(3, (rows, n))
+
+
+def _outlier_columns(rng, rows, n):
+    cols = rng.random(n) < 0.02
+    return rng.standard_normal((rows, n)) * np.where(cols, 200.0, 1.0)[None]
+
+
+def _zero_blocks(rng, rows, n):
+    # whole 32-element blocks of +0.0, and -0.0 / +0.0 mixed into sparse blocks
+    keep = rng.random((rows, n // 32, 1)) < 0.5
+    x = rng.standard_normal((rows, n)) * np.repeat(keep, 32, axis=2).reshape(rows, n)
+    x[:, : n // 2] *= rng.random((rows, n // 2)) < 0.1
+    return x
+
+
+def _constant_blocks(rng, rows, n):
+    x = np.repeat(rng.standard_normal((rows, n // 16)), 16, axis=1)
+    x[0, :256] = 1.0
+    x[-1, -256:] = -3.5
+    return x
+
+
+def _tiny(rng, rows, n):
+    # around and below the fp16 subnormal range (6e-8 .. 6e-5)
+    return rng.standard_normal((rows, n)) * np.geomspace(1e-9, 1e-4, rows)[:, None]
+
+
+def _large(rng, rows, n):
+    return rng.standard_normal((rows, n)) * np.geomspace(1e2, 1e8, rows)[:, None]
+
+
+def _quarter_steps(rng, rows, n):
+    # exact .25 steps: ties for every rounding rule
+    return rng.integers(-8, 9, (rows, n)) * 0.25
+
+
+DATA_KINDS = {
+    "gaussian": _gaussian,
+    "student_t": _student_t,
+    "outlier_columns": _outlier_columns,
+    "zero_blocks": _zero_blocks,
+    "constant_blocks": _constant_blocks,
+    "tiny": _tiny,
+    "large": _large,
+    "quarter_steps": _quarter_steps,
+}
+
+
+def make_matrix(kind: str, rows: int, n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng([seed, sum(map(ord, kind))])
+    return np.ascontiguousarray(DATA_KINDS[kind](rng, rows, n), dtype=np.float32)
+
+
+def make_imatrix(n: int, seed: int = 0) -> np.ndarray:
+    """Mean squared activations: lognormal, with a few exact zeros (dead channels)."""
+    rng = np.random.default_rng([seed, 7])
+    qw = rng.lognormal(0.0, 1.5, n)
+    qw[rng.random(n) < 0.05] = 0.0
+    return qw.astype(np.float32)
+
+
+def first_mismatch(ours: np.ndarray, ref: np.ndarray, type_size: int) -> str:
+    """'' when equal, else a description of the first differing block."""
+    a = ours.reshape(-1, type_size)
+    b = ref.reshape(-1, type_size)
+    bad = np.flatnonzero((a != b).any(axis=1))
+    if bad.size == 0:
+        return ""
+    i = int(bad[0])
+    return (f"{bad.size}/{a.shape[0]} blocks differ; first is block {i}:\n"
+            f"  vqtool {a[i].tolist()}\n  ggml   {b[i].tolist()}")

@@ -20,7 +20,8 @@ def encode_f32(o, x, qw=None):
 
 
 def encode_f16(o, x, qw=None):
-    return _host(o, x).reshape(-1).astype("<f2").view(np.uint8).reshape(-1, 2)
+    with np.errstate(over="ignore"):  # |x| > 65504 becomes inf, as in ggml
+        return _host(o, x).reshape(-1).astype("<f2").view(np.uint8).reshape(-1, 2)
 
 
 def to_bf16_bits(x: np.ndarray) -> np.ndarray:

@@ -41,9 +41,9 @@ def _requant_asym(o, xs, L, d, dmin, ls, lm, nmax: int):
 
     Sub-blocks whose ``d*sc`` is 0 keep the levels of the search, as in C.
     """
-    dsub = (d[:, None] * ls).reshape(-1)
-    msub = (dmin[:, None] * lm).reshape(-1)
     with o.errstate():
+        dsub = (d[:, None] * ls).reshape(-1)
+        msub = (dmin[:, None] * lm).reshape(-1)
         Lq = o.clip(o.nint((xs + msub) / dsub), 0, nmax)
     return o.where(dsub != 0, Lq, L)
 

@@ -52,9 +52,9 @@ def encode_q2_k(o, x, qw=None):
     m16 = o.fp16(dmin)
     sc_q = o.f32(packed & 15)
     mn_q = o.f32(packed >> 4)
-    dsub = (d16[:, None] * sc_q).reshape(-1)
-    msub = (m16[:, None] * mn_q).reshape(-1)
-    with o.errstate():
+    with o.errstate():  # fp16 overflow gives inf * 0 = nan here, as in C
+        dsub = (d16[:, None] * sc_q).reshape(-1)
+        msub = (m16[:, None] * mn_q).reshape(-1)
         Lq = o.clip(o.nint((xs + msub) / dsub), 0, 3)
     L = o.where(dsub != 0, Lq, L)
     Lb = o.rows(L).reshape(-1, 256)

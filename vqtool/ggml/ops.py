@@ -100,13 +100,15 @@ class NumpyOps:
     @staticmethod
     def fp16_bytes(a):
         """float32 ``(S,)`` -> fp16 bytes ``(S, 2)`` (round to nearest even)."""
-        return np.ascontiguousarray(a.astype("<f2")).view(np.uint8).reshape(-1, 2)
+        with np.errstate(over="ignore"):  # ggml also turns |x| > 65504 into inf
+            return np.ascontiguousarray(a.astype("<f2")).view(np.uint8).reshape(-1, 2)
 
     # -- ggml numerics -----------------------------------------------------------
     @staticmethod
     def fp16(a):
         """float32 -> fp16 -> float32, i.e. ``GGML_FP16_TO_FP32(GGML_FP32_TO_FP16(a))``."""
-        return a.astype(np.float16).astype(np.float32)
+        with np.errstate(over="ignore"):
+            return a.astype(np.float16).astype(np.float32)
 
     @staticmethod
     def nint(a):
@@ -133,7 +135,7 @@ class NumpyOps:
 
     @staticmethod
     def clip(a, lo, hi):
-        return np.minimum(np.maximum(a, lo), hi)
+        return np.clip(a, lo, hi)
 
     @staticmethod
     def minimum(a, b):
@@ -146,6 +148,15 @@ class NumpyOps:
     @staticmethod
     def where(c, a, b):
         return np.where(c, a, b)
+
+    @staticmethod
+    def select(take, new, old):
+        """``where(take, new, old)`` for ``(n, S)`` small-integer levels and an ``(S,)`` mask.
+
+        Exact because the levels are small integers; about 3x faster than a
+        broadcasting ``np.where`` on this shape.
+        """
+        return old + (new - old) * take.astype(np.float32)
 
     @staticmethod
     def abs(a):
@@ -162,11 +173,13 @@ class NumpyOps:
 
     @staticmethod
     def max0(a):
-        return a.max(axis=0)
+        """Max along axis 0; the first of equal values, so ``-0.0`` vs ``+0.0`` follows C."""
+        return np.take_along_axis(a, a.argmax(axis=0)[None], axis=0)[0]
 
     @staticmethod
     def min0(a):
-        return a.min(axis=0)
+        """Min along axis 0, first of equal values (C's ``if (x[i] < min) min = x[i]``)."""
+        return np.take_along_axis(a, a.argmin(axis=0)[None], axis=0)[0]
 
     @staticmethod
     def maxabs0(a):

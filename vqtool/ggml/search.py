@@ -34,6 +34,9 @@ def make_qx_quants(o, x, nmax: int, w):
         suml2 = o.sum0(w * L * L)
         scale = o.where(suml2 != 0, sumlx / suml2, 0.0)
         best = scale * sumlx
+        # C recomputes L whenever a candidate wins; keeping the winning iscale and
+        # rounding once at the end gives the same levels with less work.
+        best_iscale = iscale
         for step in range(-9, 10):
             if step == 0:
                 continue
@@ -42,9 +45,10 @@ def make_qx_quants(o, x, nmax: int, w):
             slx = o.sum0(wx * Lc)
             sl2 = o.sum0(w * Lc * Lc)
             take = (sl2 > 0) & (slx * slx > best * sl2)
-            L = o.where(take, Lc, L)
+            best_iscale = o.where(take, iscale, best_iscale)
             scale = o.where(take, slx / sl2, scale)
             best = o.where(take, scale * slx, best)
+        L = o.clip(o.rint(best_iscale * x), -nmax, nmax - 1)
     L = o.where(zero, 0.0, L + nmax)
     return o.where(zero, 0.0, scale), L
 
@@ -107,6 +111,9 @@ def make_qkx_quants(o, x, w, nmax: int, rmin: float, rdelta: float, nstep: int, 
         scale = 1.0 / iscale
         L = o.clip(o.rint(iscale * (x - vmin)), 0, nmax)
         best = o.sum0(w * error(scale * L + vmin - x))
+        # The winning levels are rebuilt once at the end from the winning step's
+        # iscale and the min it was computed with: the same arithmetic C does.
+        L_iscale, L_vmin = iscale, vmin
         for step in range(nstep + 1):
             num = f32_add(f32_add(rmin, f32_mul(rdelta, step)), nmax)
             iscale = num / (vmax - vmin)
@@ -123,10 +130,12 @@ def make_qkx_quants(o, x, w, nmax: int, rmin: float, rdelta: float, nstep: int, 
             this_min = o.where(pos, 0.0, this_min)
             mad = o.sum0(w * error(this_scale * La + this_min - x))
             take = (D > 0) & (mad < best)
-            L = o.where(take, La, L)
+            L_iscale = o.where(take, iscale, L_iscale)
+            L_vmin = o.where(take, vmin, L_vmin)
             best = o.where(take, mad, best)
             scale = o.where(take, this_scale, scale)
             vmin = o.where(take, this_min, vmin)
+        L = o.clip(o.rint(L_iscale * (x - L_vmin)), 0, nmax)
     return o.where(flat, 0.0, scale), -vmin, o.where(flat, 0.0, L)
 
 
