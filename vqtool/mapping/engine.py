@@ -90,7 +90,7 @@ def detect_table(names: set[str], registry: Registry | None = None) -> FormatTab
 
 
 def _config(canonical: CanonicalTable, kind: str, shapes: dict[str, tuple[int, ...]], table: FormatTable,
-            json_config: dict | None) -> dict[str, Any]:
+            json_config: dict | None, source_names: set[str] = frozenset()) -> dict[str, Any]:
     def shape(name: str) -> list[int]:
         if name not in shapes:
             raise MappingError(f"config needs tensor {name!r}, which is not present")
@@ -109,6 +109,12 @@ def _config(canonical: CanonicalTable, kind: str, shapes: dict[str, tuple[int, .
     config: dict[str, Any] = {"kind": kind}
     for key, expr in canonical.config.items():
         config[key] = evaluate(expr, config, funcs)
+    if table.config_from_names:
+        def has_source(name: str) -> bool:
+            return name in source_names or any(p + name in source_names for p in table.prefixes)
+
+        for key, expr in table.config_from_names.items():
+            config[key] = evaluate(expr, config, {"has_source": has_source})
     if json_config:
         for key, expr in table.config_from_json.items():
             try:
@@ -199,7 +205,7 @@ def identify(store, *, family: str | None = None, component: str | None = None, 
     present = list(shapes)
     kind = next((k for k, keys in canonical.kinds if all(key in shapes for key in keys)), canonical.kinds[-1][0])
     try:
-        config = _config(canonical, kind, shapes, table, getattr(store, "config", None))
+        config = _config(canonical, kind, shapes, table, getattr(store, "config", None), set(names))
         variant = str(evaluate(canonical.variant, config))
     except MappingError as exc:
         log.debug("config derivation failed: %s", exc)

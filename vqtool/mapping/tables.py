@@ -106,6 +106,10 @@ class FormatTable:
     config_from_json: dict[str, str]
     basename: str
     note: str = ""
+    aliases: tuple[str, ...] = ()  # other --to names that select this table (e.g. "diffusers" for transformers)
+    # key -> expression over the derived config and has_source(name) (the source's own names, prefix
+    # stripped); evaluated after the canonical [config] (e.g. SAT leftovers that mark a rotary model).
+    config_from_names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -133,9 +137,12 @@ class Registry:
             raise MappingError(f"no canonical table for family {family!r}, component {component!r}") from None
 
     def format_for(self, family: str, component: str, fmt: str) -> FormatTable:
-        try:
+        if (family, component, fmt) in self.formats:
             return self.formats[(family, component, fmt)]
-        except KeyError:
+        aliased = [t for (fa, c, _), t in self.formats.items() if fa == family and c == component and fmt in t.aliases]
+        if len(aliased) == 1:
+            return aliased[0]
+        else:
             known = sorted(f for (fa, c, f) in self.formats if fa == family and c == component)
             raise MappingError(
                 f"no {fmt!r} mapping for {family} {component}; known formats: {', '.join(known) or 'none'}"
@@ -207,7 +214,9 @@ def _parse_format(doc: dict, source: str) -> FormatTable:
         identity=bool(doc.get("identity", False)), detect_keys=tuple(tuple(k) for k in keys),
         detect_banned=tuple(detect.get("banned", [])), renames=renames, transforms=transforms, ignores=ignores,
         config_json=doc.get("config_json"), config_from_json=dict(doc.get("config_from_json", {})),
-        basename=doc.get("output", {}).get("basename", "model"), note=doc.get("note", ""),
+        basename=doc.get("output", {}).get("basename", "model"), aliases=tuple(doc.get("aliases", [])),
+        note=doc.get("note", ""),
+        config_from_names=dict(doc.get("config_from_names", {})),
     )
 
 

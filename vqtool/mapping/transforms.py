@@ -34,7 +34,14 @@ def register(name: str) -> Callable[[TransformFn], TransformFn]:
 
 
 def get(name: str) -> TransformFn:
-    """The transform registered as ``name``."""
+    """The transform registered as ``name``; ``family.fn`` names load ``vqtool.mapping.<family>`` first."""
+    if name not in _REGISTRY and "." in name:
+        import importlib
+
+        try:
+            importlib.import_module(f"vqtool.mapping.{name.split('.', 1)[0]}")
+        except ModuleNotFoundError:
+            pass
     try:
         return _REGISTRY[name]
     except KeyError:
