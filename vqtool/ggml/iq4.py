@@ -14,14 +14,17 @@ KVALUES = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 
 NTRY = 7
 
 
+# Midpoints between neighbouring table values. best_index_int8's test
+# ``x - v[mu-1] < v[mu] - x`` equals ``x < midpoint`` in float32 for every float
+# (differences near a midpoint are exact; checked on 3M values including every float
+# within 3000 ulps of each midpoint), so the index is the count of midpoints <= x;
+# the clamps at both ends fall out of the count.
+MIDPOINTS = tuple((a + b) / 2 for a, b in zip(KVALUES[:-1], KVALUES[1:]))
+
+
 def best_index(o, kv, a):
-    """``best_index_int8``: nearest table entry, ties to the upper one, clamped at both ends."""
-    mu = o.clip(o.searchsorted(kv, a), 1, 15)
-    lower = o.take(kv, mu - 1)
-    upper = o.take(kv, mu)
-    idx = o.where(a - lower < upper - a, mu - 1, mu)
-    idx = o.where(a <= KVALUES[0], 0, idx)
-    return o.where(a >= KVALUES[15], 15, idx)
+    """``best_index_int8(16, kvalues, a)``: nearest entry, ties to the upper one."""
+    return o.count_ge(a, MIDPOINTS)
 
 
 def _weights(o, x, qw, super_block: int):

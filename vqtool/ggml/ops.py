@@ -195,9 +195,12 @@ class NumpyOps:
         return np.where(amax > 0, val, np.float32(0)), amax
 
     @staticmethod
-    def searchsorted(sorted_values, a):
-        """Index ``i`` with ``v[i-1] <= a < v[i]`` (numpy ``side='right'``)."""
-        return np.searchsorted(sorted_values, a, side="right").astype(np.int32)
+    def count_ge(a, thresholds):
+        """How many of the ascending ``thresholds`` are ``<= a``, elementwise (int8)."""
+        idx = (a >= thresholds[0]).astype(np.int8)
+        for t in thresholds[1:]:
+            idx += a >= t
+        return idx
 
     @staticmethod
     def take(values, idx):
