@@ -154,10 +154,13 @@ def resolve(policy: Policy, graph: ModelGraph) -> QuantPlan:
         t = graph.tensors[index]
         role = t.role.value if hasattr(t.role, "value") else str(t.role)
         requested, why = policy.default, "default"
+        reason = _quantizable(t.name, t.shape, role, keep_roles)
         for i, rule in enumerate(policy.rules):
             if not rule.matches(t.name, role, t.block, t.block_kind, n_blocks.get(t.block_kind or "main", 0)):
                 continue
             if rule.max_count is not None:
+                if reason is not None:  # counters count quantizable weights only, as llama.cpp's do
+                    continue
                 if counts[i] >= rule.max_count:
                     continue
                 counts[i] += 1
@@ -170,7 +173,6 @@ def resolve(policy: Policy, graph: ModelGraph) -> QuantPlan:
             if requested != "F32" and keep_type(t.dtype, t.shape, role) == "F32":
                 final, why = "F32", "keep: consumers need F32 here"
         else:
-            reason = _quantizable(t.name, t.shape, role, keep_roles)
             if reason is not None:
                 final, why = keep_type(t.dtype, t.shape, role), reason
             else:
