@@ -20,6 +20,7 @@ from vqtool.errors import VqtoolError
 # name -> (module under vqtool.commands, attribute, one-line help shown by `vqtool --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "inspect": ("inspect", "command", "Show format, model, tensors, dtypes and sizes of a checkpoint."),
+    "convert": ("convert", "command", "Convert a checkpoint between layouts (original Wan, ComfyUI, Diffusers)."),
     "quantize": ("quantize", "command", "Quantize a transformer to GGUF with a per-layer mixed-precision policy."),
     "policies": ("policies", "command", "List the built-in quantization policies and what each keeps."),
     "dequantize": ("dequantize", "command", "Turn a GGUF file back into full-precision safetensors."),

@@ -55,6 +55,8 @@ def renames_of(table: FormatTable, canonical: CanonicalTable) -> list[RenameRow]
 
 
 def _ext_to_can(row: RenameRow, name: str) -> str | None:
+    if not name.startswith(row.external.literal_prefix):
+        return None
     ext = row.external.match(name)
     if ext is None:
         return None
@@ -67,6 +69,8 @@ def _ext_to_can(row: RenameRow, name: str) -> str | None:
 
 
 def _can_to_ext(row: RenameRow, name: str) -> str | None:
+    if not name.startswith(row.canonical.literal_prefix):
+        return None
     can = row.canonical.match(name)
     if can is None or (row.where and not evaluate(row.where, can)):
         return None

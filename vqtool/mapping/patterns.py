@@ -107,6 +107,7 @@ class Pattern:
     text: str
     fields: tuple[str, ...] = field(init=False)
     _regex: re.Pattern = field(init=False, repr=False, compare=False)
+    _prefix: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parts, fields, pos = [], [], 0
@@ -120,12 +121,13 @@ class Pattern:
         parts.append(re.escape(self.text[pos:]))
         object.__setattr__(self, "fields", tuple(fields))
         object.__setattr__(self, "_regex", re.compile("".join(parts) + r"\Z"))
+        first = _FIELD.search(self.text)
+        object.__setattr__(self, "_prefix", self.text[: first.start()] if first else self.text)
 
     @property
     def literal_prefix(self) -> str:
         """The text before the first field: a cheap pre-filter for matching."""
-        m = _FIELD.search(self.text)
-        return self.text[: m.start()] if m else self.text
+        return self._prefix
 
     def match(self, name: str) -> dict[str, int] | None:
         """The field values if ``name`` matches the whole pattern, else None."""
