@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "quantize": ("quantize", "command", "Quantize a transformer to GGUF with a per-layer mixed-precision policy."),
     "policies": ("policies", "command", "List the built-in quantization policies and what each keeps."),
     "dequantize": ("dequantize", "command", "Turn a GGUF file back into full-precision safetensors."),
+    "sat2hf": ("sat2hf", "command", "Convert a CogVideoX SAT folder to Diffusers (components or a full pipeline)."),
+    "hf2sat": ("hf2sat", "command", "Convert a CogVideoX Diffusers folder to the SAT checkpoint layout."),
 }
 
 EPILOG = """\b

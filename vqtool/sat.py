@@ -43,16 +43,29 @@ COMPONENT_PREFIXES: dict[str, str] = {
 }
 
 
-class PrefixView(TensorStore):
-    """The tensors of ``store`` whose names start with ``prefix``, named without it (nothing is copied)."""
+# SAT VAE keys that are not model weights: the training loss (discriminator, LPIPS).
+# sat/vae_modules/autoencoder.py::init_from_ckpt skips keys starting with "loss" the same way.
+VAE_DROPPED_PREFIXES = ("loss.",)
 
-    def __init__(self, store: TensorStore, prefix: str, component: str) -> None:
+
+class PrefixView(TensorStore):
+    """The tensors of ``store`` whose names start with ``prefix``, named without it (nothing is copied).
+
+    Names (after the prefix) starting with one of ``exclude`` are left out and listed in ``dropped``.
+    """
+
+    def __init__(self, store: TensorStore, prefix: str, component: str, exclude: tuple[str, ...] = ()) -> None:
         super().__init__(store.path, store.format)
         self.base, self.prefix, self.component = store, prefix, component
         self.metadata = dict(store.metadata)
+        self.config = store.config
+        self.dropped: list[str] = []
         for name, info in store.infos().items():
             if name.startswith(prefix):
                 short = name.removeprefix(prefix)
+                if short.startswith(exclude):
+                    self.dropped.append(short)
+                    continue
                 self._infos[short] = TensorInfo(short, info.shape, info.dtype, info.file, info.nbytes, info.ggml_type)
 
     def _read(self, info: TensorInfo) -> "torch.Tensor":
@@ -81,6 +94,8 @@ def split_components(store: TensorStore) -> dict[str, TensorStore]:
             path=store.path,
         )
     views = {c: PrefixView(store, COMPONENT_PREFIXES[c], c) for c, n in counts.items() if n}
+    if "vae" in views:
+        views["vae"] = vae_view(views["vae"])
     log.info("%s: SAT file components: %s", store.path, ", ".join(f"{c} ({counts[c]})" for c in views))
     return views
 
@@ -105,10 +120,19 @@ def open_sat(folder: str | os.PathLike) -> dict[str, TensorStore]:
             if name in components:
                 log.warning("%s: using the separate %s files, not the %s* keys of the transformer file",
                             folder, name, COMPONENT_PREFIXES[name])
-            components[name] = ckpt.components[name]
+            components[name] = vae_view(ckpt.components[name]) if name == "vae" else ckpt.components[name]
     if "transformer" not in components:
         raise InputError("the SAT transformer file holds no model.diffusion_model.* keys", path=folder)
     return components
+
+
+def vae_view(store: TensorStore) -> TensorStore:
+    """``store`` without the SAT VAE's ``loss.*`` keys; how many were left out is logged."""
+    view = PrefixView(store, "", "vae", exclude=VAE_DROPPED_PREFIXES)
+    if view.dropped:
+        log.info("%s: left out %d VAE training-loss tensors (%s...): not model weights, SAT's loader skips them too",
+                 store.path, len(view.dropped), view.dropped[0])
+    return view
 
 
 def _atomic_torch_save(obj: object, path: str, overwrite: bool) -> None:

@@ -180,3 +180,83 @@ def save_diffusers(model, folder: str | Path) -> Path:
     folder = Path(folder)
     model.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+# --- whole folders: Diffusers pipelines and SAT folders (SAT produced through vqtool's own mapping) ---
+
+TINY_SAMPLE_CONFIG = {k: _TINY_COMMON[k] for k in ("sample_height", "sample_width", "sample_frames", "max_text_seq_length")}
+
+
+def build_pipeline(variant: str, seed: int = 0):
+    """A tiny CogVideoX pipeline object (T2V or I2V class by variant) with seeded components."""
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXImageToVideoPipeline, CogVideoXPipeline
+
+    from vqtool.sat_convert import I2V_VARIANTS, SCHEDULER_CONFIG, VAE_CONFIG
+
+    scheduler = CogVideoXDDIMScheduler.from_config(
+        {k: v for k, v in SCHEDULER_CONFIG.items() if not k.startswith("_")}, snr_shift_scale=3.0 if variant == "2b" else 1.0)
+    cls = CogVideoXImageToVideoPipeline if variant in I2V_VARIANTS else CogVideoXPipeline
+    return cls(tokenizer=build_tokenizer(), text_encoder=build_t5(seed + 2), vae=build_vae(seed + 1, **VAE_CONFIG[variant]),
+               transformer=build_transformer(variant, seed), scheduler=scheduler)
+
+
+def save_pipeline(variant: str, folder: str | Path, seed: int = 0) -> Path:
+    """``save_pretrained`` a tiny pipeline of ``variant`` into ``folder``."""
+    folder = Path(folder)
+    build_pipeline(variant, seed).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def _released_like(sat_dir: Path, variant: str, seed: int) -> None:
+    """Add what released SAT files carry but Diffusers does not: v1.0 rotary freqs buffers, VAE loss keys."""
+    from vqtool.sat import COMPONENT_PREFIXES, TRANSFORMER_FILE
+
+    gen = torch.Generator().manual_seed(seed + 7)
+    path = sat_dir / "transformer" / "1" / TRANSFORMER_FILE
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    sd = state["module"]
+    prefix = COMPONENT_PREFIXES["transformer"]
+    if variant in ("5b", "5b-i2v"):
+        for name in ("freqs_sin", "freqs_cos"):
+            sd[f"{prefix}mixins.pos_embed.{name}"] = torch.randn(40, 64, generator=gen)
+    if f"{prefix}transformer.position_embeddings.weight" in sd:
+        sd[f"{prefix}transformer.position_embeddings.weight"].normal_(generator=gen)
+    torch.save(state, path)
+    vae_path = sat_dir / "vae" / "3d-vae.pt"
+    if vae_path.exists():
+        vae = torch.load(vae_path, map_location="cpu", weights_only=True)
+        vae["state_dict"]["loss.discriminator.main.0.weight"] = torch.randn(8, 3, 4, 4, generator=gen)
+        vae["state_dict"]["loss.perceptual_loss.scaling_layer.shift"] = torch.randn(1, 3, 1, 1, generator=gen)
+        torch.save(vae, vae_path)
+
+
+def save_sat(variant: str, folder: str | Path, seed: int = 0, *, released_like: bool = True,
+             full_finetune: bool = False) -> Path:
+    """A tiny SAT folder of ``variant``, produced from the tiny pipeline by ``vqtool hf2sat``'s library.
+
+    ``released_like`` adds the keys real SAT files carry and conversions drop (freqs buffers,
+    a random leftover ``position_embeddings``, VAE ``loss.*``). ``full_finetune`` puts the T5 and
+    the VAE into the transformer file under ``conditioner.embedders.0.transformer.`` and
+    ``first_stage_model.`` (and removes ``vae/`` and ``t5-v1_1-xxl/``), like a full fine-tune checkpoint.
+    """
+    import shutil
+    import tempfile
+
+    from vqtool.sat import COMPONENT_PREFIXES, TRANSFORMER_FILE
+    from vqtool.sat_convert import diffusers_to_sat
+
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        diffusers_to_sat(save_pipeline(variant, Path(tmp) / "pipe", seed), folder, progress=False)
+    _released_like(folder, variant, seed)
+    if full_finetune:
+        path = folder / "transformer" / "1" / TRANSFORMER_FILE
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        vae = torch.load(folder / "vae" / "3d-vae.pt", map_location="cpu", weights_only=True)["state_dict"]
+        state["module"].update({COMPONENT_PREFIXES["vae"] + k: v for k, v in vae.items()})
+        t5 = build_t5(seed + 2).state_dict()  # torch state_dict: lists the tied encoder.embed_tokens too
+        state["module"].update({COMPONENT_PREFIXES["text_encoder"] + k: v for k, v in t5.items()})
+        torch.save(state, path)
+        shutil.rmtree(folder / "vae")
+        shutil.rmtree(folder / "t5-v1_1-xxl")
+    return folder
