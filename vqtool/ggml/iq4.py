@@ -61,13 +61,13 @@ def _subblock_scales(o, xs, w):
     vmax, amax = o.maxabs0(xs)
     skip = amax < GROUP_MAX_EPS
     with o.errstate():
-        d = -vmax / float(KVALUES[0])
-        inv = 1.0 / d
+        d = o.div(-vmax, float(KVALUES[0]))
+        inv = o.div(1.0, d)
         sumqx, sumq2 = _sums(o, kv, xs, w, best_index(o, kv, inv * xs))
         d = sumqx / sumq2
         best = d * sumqx
         for itry in range(-NTRY, NTRY + 1):
-            inv = float(itry + KVALUES[0]) / vmax
+            inv = o.div(float(itry + KVALUES[0]), vmax)
             sumqx, sumq2 = _sums(o, kv, xs, w, best_index(o, kv, inv * xs))
             take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
             d = o.where(take, sumqx / sumq2, d)
@@ -85,7 +85,7 @@ def encode_iq4_nl(o, x, qw=None):
     xs, w = _weights(o, x, qw, 32)
     d, kv = _subblock_scales(o, xs, w)
     with o.errstate():
-        inv = o.where(d != 0, 1.0 / d, 0.0)
+        inv = o.where(d != 0, o.div(1.0, d), 0.0)
     idx = o.rows(best_index(o, kv, inv * xs))
     return o.cat([o.fp16_bytes(d), _pack_nibbles(o, idx)], axis=1)
 
@@ -95,12 +95,12 @@ def encode_iq4_xs(o, x, qw=None):
     scales, kv = _subblock_scales(o, xs, w)
     sc = scales.reshape(-1, 8)
     max_scale, _ = o.maxabs0(sc.T)
-    d = -max_scale / 32.0
+    d = o.div(-max_scale, 32.0)
     with o.errstate():
-        inv = o.where(d != 0, 1.0 / d, 0.0)
+        inv = o.where(d != 0, o.div(1.0, d), 0.0)
         ls = o.clip(o.nint(inv[:, None] * sc), -32, 31)
         dl = (d[:, None] * ls).reshape(-1)
-        idl = o.where(dl != 0, 1.0 / dl, 0.0)
+        idl = o.where(dl != 0, o.div(1.0, dl), 0.0)
     idx = o.rows(best_index(o, kv, idl * xs))
     lq = o.i32(ls + 32.0)
     scales_l = (lq[:, 0::2] & 15) | ((lq[:, 1::2] & 15) << 4)

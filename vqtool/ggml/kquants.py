@@ -19,7 +19,7 @@ QK_K = 256
 def superblock_sigma2(o, x, factor: float):
     """``factor * sum(x*x) / 256`` per super-block, sum left to right: shape ``(nsb,)``."""
     x256 = o.cols(x, QK_K)
-    return (factor * o.sum0(x256 * x256)) / float(QK_K)
+    return o.div(factor * o.sum0(x256 * x256), float(QK_K))
 
 
 def imatrix_weights(o, x, qw, sigma2, n: int):
@@ -29,6 +29,12 @@ def imatrix_weights(o, x, qw, sigma2, n: int):
     sig = o.cols(o.bcast(sigma2[:, None], (nsb, QK_K)), n)
     qws = o.cols(o.bcast(qw[None, :], x.shape), n)
     return xs, qws * o.sqrt(sig + xs * xs)
+
+
+def max_from_zero(o, v):
+    """Row max of ``(nsb, k)`` as C's ``if (s > m) m = s`` from ``m = 0``: never ``-0.0``."""
+    m = o.max0(v.T)
+    return o.where(m > 0, m, 0.0)
 
 
 def per_superblock(v, k: int):
@@ -77,21 +83,21 @@ def _encode_q45(o, x, qw, nmax: int, rmin: float, nstep: int):
     xs = o.cols(x, 32)
     if qw is None:
         sum_x2 = o.sum0(xs * xs)
-        av_x = o.sqrt(sum_x2 / 32.0)
+        av_x = o.sqrt(o.div(sum_x2, 32.0))
         w = av_x + o.abs(xs)
         scales, mins, L = make_qkx_quants(o, xs, w, nmax, rmin, 0.1, nstep, False)
         sc = per_superblock(scales, 8)
         mn = per_superblock(mins, 8)
-        max_scale = o.maximum(o.max0(sc.T), 0.0)
-        max_min = o.maximum(o.max0(mn.T), 0.0)
+        max_scale = max_from_zero(o, sc)
+        max_min = max_from_zero(o, mn)
         with o.errstate():
-            inv_s = o.where(max_scale > 0, 63.0 / max_scale, 0.0)
-            inv_m = o.where(max_min > 0, 63.0 / max_min, 0.0)
+            inv_s = o.where(max_scale > 0, o.div(63.0, max_scale), 0.0)
+            inv_m = o.where(max_min > 0, o.div(63.0, max_min), 0.0)
         # uint8_t ls = nearest_int(...); ls = MIN(63, ls)
         ls = o.minimum(_u8(o, o.nint(inv_s[:, None] * sc)), 63)
         lm = o.minimum(_u8(o, o.nint(inv_m[:, None] * mn)), 63)
-        d = max_scale / 63.0
-        dmin = max_min / 63.0
+        d = o.div(max_scale, 63.0)
+        dmin = o.div(max_min, 63.0)
     else:
         sigma2 = superblock_sigma2(o, x, 2.0)
         xs, w = imatrix_weights(o, x, qw, sigma2, 32)
@@ -131,8 +137,8 @@ def encode_q6_k(o, x, qw=None):
     max_scale, max_abs = o.maxabs0(sc.T)
     empty = max_abs < GROUP_MAX_EPS
     with o.errstate():
-        iscale = -128.0 / max_scale
-        d = 1.0 / iscale
+        iscale = o.div(-128.0, max_scale)
+        d = o.div(1.0, iscale)
         # int8_t scales[ib] = MIN(127, nearest_int(iscale*scale))
         q_sc = _i8(o, o.minimum(o.nint(iscale[:, None] * sc), 127))
         d = o.where(empty, 0.0, d)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from vqtool.ggml.kquants import (
     _i8,
     imatrix_weights,
+    max_from_zero,
     per_superblock,
     superblock_sigma2,
 )
@@ -28,17 +29,17 @@ def encode_q2_k(o, x, qw=None):
         scales, mins, L = make_qkx_quants(o, xs, o.abs(xs), 3, -0.5, 0.1, 15, True)
         sc = per_superblock(scales, 16)
         mn = per_superblock(mins, 16)
-        max_scale = o.maximum(o.max0(sc.T), 0.0)
-        max_min = o.maximum(o.max0(mn.T), 0.0)
+        max_scale = max_from_zero(o, sc)
+        max_min = max_from_zero(o, mn)
         with o.errstate():
-            ls = o.nint((15.0 / max_scale)[:, None] * sc)
-            lm = o.nint((15.0 / max_min)[:, None] * mn)
+            ls = o.nint(o.div(15.0, max_scale)[:, None] * sc)
+            lm = o.nint(o.div(15.0, max_min)[:, None] * mn)
         # y.scales[j] = l (uint8_t), then y.scales[j] |= (l << 4) for the mins
         ls = o.i32(o.where((max_scale > 0)[:, None], ls, 0.0))
         lm = o.i32(o.where((max_min > 0)[:, None], lm, 0.0))
         packed = (ls | (lm << 4)) & 255
-        d = o.where(max_scale > 0, max_scale / 15.0, 0.0)
-        dmin = o.where(max_min > 0, max_min / 15.0, 0.0)
+        d = o.where(max_scale > 0, o.div(max_scale, 15.0), 0.0)
+        dmin = o.where(max_min > 0, o.div(max_min, 15.0), 0.0)
     else:
         sigma2 = superblock_sigma2(o, x, 1.0)
         xs, w = imatrix_weights(o, x, qw, sigma2, 16)
@@ -77,10 +78,10 @@ def encode_q3_k(o, x, qw=None):
         sc = per_superblock(scales, 16)
         max_scale, _ = o.maxabs0(sc.T)
         with o.errstate():
-            iscale = -32.0 / max_scale
+            iscale = o.div(-32.0, max_scale)
             # int8_t l = nearest_int(iscale*scale); l = MAX(-32, MIN(31, l)) + 32
             lq = o.clip(_i8(o, o.nint(iscale[:, None] * sc)), -32, 31) + 32
-            d = 1.0 / iscale
+            d = o.div(1.0, iscale)
         nonzero = max_scale != 0
         lq = o.where(nonzero[:, None], lq, 0.0)
         d = o.where(nonzero, d, 0.0)

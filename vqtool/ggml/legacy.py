@@ -40,8 +40,8 @@ def _sym_ref(o, x, nlev: int):
     xb = x.reshape(-1, QK)
     vmax, _ = o.maxabs0(xb.T)
     with o.errstate():
-        d = vmax / float(-nlev)
-        inv = o.where(d != 0, 1.0 / d, 0.0)
+        d = o.div(vmax, float(-nlev))
+        inv = o.where(d != 0, o.div(1.0, d), 0.0)
     q = o.minimum(o.trunc(xb * inv[:, None] + (nlev + 0.5)), 2 * nlev - 1)
     return d, q
 
@@ -52,8 +52,8 @@ def _asym_ref(o, x, nmax: int):
     vmin = o.min0(xb.T)
     vmax = o.max0(xb.T)
     with o.errstate():
-        d = (vmax - vmin) / float(nmax)
-        inv = o.where(d != 0, 1.0 / d, 0.0)
+        d = o.div(vmax - vmin, float(nmax))
+        inv = o.where(d != 0, o.div(1.0, d), 0.0)
     q = o.trunc((xb - vmin[:, None]) * inv[:, None] + 0.5)
     return d, vmin, q
 
@@ -61,7 +61,7 @@ def _asym_ref(o, x, nmax: int):
 def _row_sigma2(o, x):
     """``sum_x2/n_per_row`` with the sum taken left to right over each row."""
     xt = o.rows(x)
-    return o.sum0(xt * xt) / float(x.shape[1])
+    return o.div(o.sum0(xt * xt), float(x.shape[1]))
 
 
 def _weights(o, x, qw):
@@ -121,8 +121,8 @@ def encode_q8_0(o, x, qw=None):
     xb = x.reshape(-1, QK)
     _, amax = o.maxabs0(xb.T)
     with o.errstate():
-        d = amax / 127.0
-        inv = o.where(d != 0, 1.0 / d, 0.0)
+        d = o.div(amax, 127.0)
+        inv = o.where(d != 0, o.div(1.0, d), 0.0)
     v = xb * inv[:, None]
     a = o.abs(v)
     fl = o.floor(a)

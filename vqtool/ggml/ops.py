@@ -94,10 +94,6 @@ class NumpyOps:
         return np.ascontiguousarray(a.astype("<u2")).view(np.uint8).reshape(-1, 2)
 
     @staticmethod
-    def u32_bytes(a):
-        return np.ascontiguousarray(a.astype("<u4")).view(np.uint8).reshape(-1, 4)
-
-    @staticmethod
     def fp16_bytes(a):
         """float32 ``(S,)`` -> fp16 bytes ``(S, 2)`` (round to nearest even)."""
         with np.errstate(over="ignore"):  # ggml also turns |x| > 65504 into inf
@@ -148,6 +144,20 @@ class NumpyOps:
     @staticmethod
     def where(c, a, b):
         return np.where(c, a, b)
+
+    @staticmethod
+    def div(a, b):
+        """``a / b`` in float32 where either side may be a Python scalar (C ``float`` division).
+
+        A method, not the ``/`` operator, because torch turns ``scalar / tensor`` into
+        ``reciprocal(tensor) * scalar`` and, on CUDA, ``tensor / scalar`` into a
+        multiplication by the reciprocal: both round twice.
+        """
+        if isinstance(a, float):
+            a = np.float32(a)
+        if isinstance(b, float):
+            b = np.float32(b)
+        return np.divide(a, b)
 
     @staticmethod
     def select(take, new, old):

@@ -28,7 +28,7 @@ def make_qx_quants(o, x, nmax: int, w):
     zero = amax < GROUP_MAX_EPS
     wx = w * x
     with o.errstate():
-        iscale = f32c(-nmax) / vmax
+        iscale = o.div(f32c(-nmax), vmax)
         L = o.clip(o.rint(iscale * x), -nmax, nmax - 1)
         sumlx = o.sum0(wx * L)
         suml2 = o.sum0(w * L * L)
@@ -40,7 +40,7 @@ def make_qx_quants(o, x, nmax: int, w):
         for step in range(-9, 10):
             if step == 0:
                 continue
-            iscale = -f32_add(nmax, f32_mul(0.1, step)) / vmax
+            iscale = o.div(-f32_add(nmax, f32_mul(0.1, step)), vmax)
             Lc = o.clip(o.rint(iscale * x), -nmax, nmax - 1)
             slx = o.sum0(wx * Lc)
             sl2 = o.sum0(w * Lc * Lc)
@@ -63,7 +63,7 @@ def make_q3_quants(o, x, nmax: int):
     wx = w * x
     n = x.shape[0]
     with o.errstate():
-        iscale = f32c(-nmax) / vmax
+        iscale = o.div(f32c(-nmax), vmax)
         L = o.clip(o.rint(iscale * x), -nmax, nmax - 1)
         sumlx = o.sum0(wx * L)
         suml2 = o.sum0(w * L * L)
@@ -107,8 +107,8 @@ def make_qkx_quants(o, x, w, nmax: int, rmin: float, rdelta: float, nstep: int, 
         return o.abs(diff) if use_mad else diff * diff
 
     with o.errstate():
-        iscale = f32c(nmax) / (vmax - vmin)
-        scale = 1.0 / iscale
+        iscale = o.div(f32c(nmax), vmax - vmin)
+        scale = o.div(1.0, iscale)
         L = o.clip(o.rint(iscale * (x - vmin)), 0, nmax)
         best = o.sum0(w * error(scale * L + vmin - x))
         # The winning levels are rebuilt once at the end from the winning step's
@@ -116,7 +116,7 @@ def make_qkx_quants(o, x, w, nmax: int, rmin: float, rdelta: float, nstep: int, 
         L_iscale, L_vmin = iscale, vmin
         for step in range(nstep + 1):
             num = f32_add(f32_add(rmin, f32_mul(rdelta, step)), nmax)
-            iscale = num / (vmax - vmin)
+            iscale = o.div(num, vmax - vmin)
             La = o.clip(o.rint(iscale * (x - vmin)), 0, nmax)
             wl = w * La
             sum_l = o.sum0(wl)
@@ -150,16 +150,16 @@ def make_qp_quants(o, x, nmax: int, qw):
     zero = vmax < GROUP_MAX_EPS
     n = x.shape[0]
     with o.errstate():
-        iscale = f32c(nmax) / vmax
+        iscale = o.div(f32c(nmax), vmax)
         L0 = _wrap_u8(o, o.nint(iscale * x))
-        scale = 1.0 / iscale
+        scale = o.div(1.0, iscale)
         diff = x - scale * L0
         best = o.sum0(qw * diff * diff)
         for step in range(-4, 5):
             if step == 0:
                 continue
-            is_ = f32_add(f32_mul(0.1, step), nmax) / vmax
-            sc = 1.0 / is_
+            is_ = o.div(f32_add(f32_mul(0.1, step), nmax), vmax)
+            sc = o.div(1.0, is_)
             lq = o.minimum(o.nint(is_ * x), nmax)
             diff = x - sc * lq
             mse = o.sum0(qw * diff * diff)

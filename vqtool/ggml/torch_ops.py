@@ -1,0 +1,218 @@
+"""The codec primitives on torch, for any device (CUDA, or the CPU for tests).
+
+Same contract as :class:`vqtool.ggml.ops.NumpyOps`, so every codec runs unchanged.
+What keeps the bytes equal to ggml's on a GPU:
+
+* sums along axis 0 are an explicit left-to-right loop of elementwise adds (a
+  ``torch.sum`` is tree-shaped and gives other roundings);
+* divisions go through :meth:`TorchOps.div` with tensor operands: torch computes
+  ``scalar / tensor`` as ``reciprocal * scalar`` and, on CUDA, ``tensor / cpu_scalar``
+  as a multiplication by the reciprocal, each rounding twice;
+* the code runs in eager mode (no ``torch.compile``: fused kernels may contract
+  ``a*b+c`` into an FMA); elementwise float32 ``+ - *`` and division are IEEE-rounded
+  on CPU and CUDA, while ``sqrt`` is taken in float64 and rounded (torch's CPU float32
+  sqrt is not correctly rounded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from vqtool.errors import NonFiniteError
+
+_MAGIC = 12582912.0
+
+
+class TorchOps:
+    """torch implementation of the codec primitives on one device."""
+
+    name = "torch"
+
+    def __init__(self, device) -> None:
+        self.device = torch.device(device)
+
+    def asarray(self, x):
+        return torch.as_tensor(x, dtype=torch.float32, device=self.device).contiguous()
+
+    @staticmethod
+    def to_numpy(a) -> np.ndarray:
+        if isinstance(a, torch.Tensor):
+            return a.detach().to("cpu").numpy()
+        return np.asarray(a)
+
+    @staticmethod
+    def f32(a):
+        return a.to(torch.float32)
+
+    @staticmethod
+    def i32(a):
+        return a.to(torch.int32)
+
+    @staticmethod
+    def u8(a):
+        return a.to(torch.int32).bitwise_and(255).to(torch.uint8)
+
+    @staticmethod
+    def cols(a, n: int):
+        return a.reshape(-1, n).T.contiguous()
+
+    @staticmethod
+    def rows(a):
+        return a.T.contiguous()
+
+    @staticmethod
+    def bcast(a, shape):
+        return a.expand(tuple(shape))
+
+    @staticmethod
+    def cat(parts, axis=1):
+        return torch.cat(list(parts), dim=axis)
+
+    @staticmethod
+    def u16_bytes(a):
+        v = a.to(torch.int32)
+        return torch.stack([v & 255, (v >> 8) & 255], dim=1).to(torch.uint8)
+
+    def fp16_bytes(self, a):
+        return self.u16_bytes(a.to(torch.float16).view(torch.int16).to(torch.int32) & 0xFFFF)
+
+    @staticmethod
+    def fp16(a):
+        return a.to(torch.float16).to(torch.float32)
+
+    @staticmethod
+    def nint(a):
+        bits = (a + _MAGIC).view(torch.int32)
+        return ((bits & 0x007FFFFF) - 0x00400000).to(torch.float32)
+
+    @staticmethod
+    def rint(a):
+        return torch.round(a)  # half to even
+
+    @staticmethod
+    def trunc(a):
+        return torch.trunc(a)
+
+    @staticmethod
+    def floor(a):
+        return torch.floor(a)
+
+    @staticmethod
+    def sign(a):
+        return torch.sign(a)
+
+    @staticmethod
+    def clip(a, lo, hi):
+        return torch.clamp(a, lo, hi)
+
+    @staticmethod
+    def minimum(a, b):
+        return torch.clamp(a, max=b) if not isinstance(b, torch.Tensor) else torch.minimum(a, b)
+
+    @staticmethod
+    def maximum(a, b):
+        return torch.clamp(a, min=b) if not isinstance(b, torch.Tensor) else torch.maximum(a, b)
+
+    @staticmethod
+    def where(c, a, b):
+        return torch.where(c, a, b)
+
+    def div(self, a, b):
+        if not isinstance(a, torch.Tensor):
+            a = torch.tensor(a, dtype=torch.float32, device=b.device)
+        if not isinstance(b, torch.Tensor):
+            b = torch.tensor(b, dtype=torch.float32, device=a.device)
+        return torch.div(a, b)
+
+    @staticmethod
+    def select(take, new, old):
+        return old + (new - old) * take.to(torch.float32)
+
+    @staticmethod
+    def abs(a):
+        return torch.abs(a)
+
+    @staticmethod
+    def sqrt(a):
+        # torch's vectorized float32 sqrt on CPU (AVX-512 build) is off by one ulp for
+        # about 17% of inputs; a float64 sqrt rounded to float32 is the correctly
+        # rounded sqrtf (53 >= 2*24 + 2, so the double rounding is harmless).
+        return torch.sqrt(a.to(torch.float64)).to(torch.float32)
+
+    @staticmethod
+    def sum0(a):
+        acc = a[0] + 0.0  # C starts from +0: 0 + (-0) is +0
+        for i in range(1, a.shape[0]):
+            acc = acc + a[i]
+        return acc
+
+    @staticmethod
+    def max0(a):
+        return torch.gather(a, 0, a.argmax(dim=0, keepdim=True))[0]
+
+    @staticmethod
+    def min0(a):
+        return torch.gather(a, 0, a.argmin(dim=0, keepdim=True))[0]
+
+    @staticmethod
+    def maxabs0(a):
+        ab = a.abs()
+        idx = ab.argmax(dim=0, keepdim=True)
+        amax = torch.gather(ab, 0, idx)[0]
+        val = torch.gather(a, 0, idx)[0]
+        return torch.where(amax > 0, val, torch.zeros_like(val)), amax
+
+    @staticmethod
+    def count_ge(a, thresholds):
+        idx = (a >= thresholds[0]).to(torch.int32)
+        for t in thresholds[1:]:
+            idx += a >= t
+        return idx
+
+    @staticmethod
+    def take(values, idx):
+        return values[idx.long()]
+
+    def constant(self, values, like=None, dtype="f32"):
+        device = like.device if isinstance(like, torch.Tensor) else self.device
+        return torch.tensor(values, dtype=torch.float32 if dtype == "f32" else torch.int32, device=device)
+
+    @staticmethod
+    def errstate():
+        return contextlib.nullcontext()
+
+
+# Bigger chunks on accelerators, where each op costs a kernel launch.
+CHUNK_ELEMENTS = {"cpu": 1 << 18}
+DEFAULT_CHUNK = 1 << 23
+
+
+def quantize_torch(c, x, qw, device, name: str | None) -> np.ndarray:
+    """Encode with ``TorchOps`` on ``device``; ``x`` is a 2-D tensor or array."""
+    ops = TorchOps(device)
+    with torch.no_grad():
+        t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+        t = t.to(device=ops.device, dtype=torch.float32).contiguous()
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            rows_ok = finite.all(dim=1)
+            row = int(torch.argmin(rows_ok.to(torch.int32)))
+            col = int(torch.argmin(finite[row].to(torch.int32)))
+            raise NonFiniteError(
+                f"tensor has a non-finite value ({float(t[row, col])}) in row {row}, column {col}; "
+                "fix the source weights before quantizing",
+                tensor=name or "<unnamed>",
+            )
+        w = None if qw is None else torch.from_numpy(qw).to(ops.device)
+        rows, n_per_row = t.shape
+        row_bytes = c.row_size(n_per_row)
+        chunk = CHUNK_ELEMENTS.get(ops.device.type, DEFAULT_CHUNK)
+        step = max(1, chunk // n_per_row)
+        out = np.empty((rows, row_bytes), dtype=np.uint8)
+        for a in range(0, rows, step):
+            b = min(rows, a + step)
+            out[a:b] = ops.to_numpy(c.encode(ops, t[a:b], w)).reshape(b - a, row_bytes)
+        return out
