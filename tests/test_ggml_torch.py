@@ -37,6 +37,14 @@ def test_torch_path_rejects_non_finite_with_tensor_and_row():
         g.quantize(x, "Q4_K", name="w", device="torch:cpu")
 
 
+def test_scan_probe_rejects_a_cumsum_that_does_not_add_in_c_order():
+    # The CPU cumsum accumulates in double: the probe must notice, or a GPU whose scan
+    # is not sequential would silently produce other bytes.
+    from vqtool.ggml.torch_ops import scan_matches_loop
+
+    assert scan_matches_loop("cpu") is False
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("qtype", TYPES)

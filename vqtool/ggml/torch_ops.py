@@ -4,7 +4,8 @@ Same contract as :class:`vqtool.ggml.ops.NumpyOps`, so every codec runs unchange
 What keeps the bytes equal to ggml's on a GPU:
 
 * sums along axis 0 are an explicit left-to-right loop of elementwise adds (a
-  ``torch.sum`` is tree-shaped and gives other roundings);
+  ``torch.sum`` is tree-shaped and gives other roundings), or on an accelerator a
+  ``cumsum`` once it has been checked to add in that order (:func:`_scan_is_sequential`);
 * divisions go through :meth:`TorchOps.div` with tensor operands: torch computes
   ``scalar / tensor`` as ``reciprocal * scalar`` and, on CUDA, ``tensor / cpu_scalar``
   as a multiplication by the reciprocal, each rounding twice;
@@ -33,6 +34,7 @@ class TorchOps:
 
     def __init__(self, device) -> None:
         self.device = torch.device(device)
+        self.scan_sums = _scan_is_sequential(self.device)
 
     def asarray(self, x):
         return torch.as_tensor(x, dtype=torch.float32, device=self.device).contiguous()
@@ -142,12 +144,10 @@ class TorchOps:
         # rounded sqrtf (53 >= 2*24 + 2, so the double rounding is harmless).
         return torch.sqrt(a.to(torch.float64)).to(torch.float32)
 
-    @staticmethod
-    def sum0(a):
-        acc = a[0] + 0.0  # C starts from +0: 0 + (-0) is +0
-        for i in range(1, a.shape[0]):
-            acc = acc + a[i]
-        return acc
+    def sum0(self, a):
+        if self.scan_sums:
+            return torch.cumsum(a, dim=0)[-1] + 0.0
+        return loop_sum0(a)
 
     @staticmethod
     def max0(a):
@@ -185,9 +185,44 @@ class TorchOps:
         return contextlib.nullcontext()
 
 
+def loop_sum0(a):
+    """Left-to-right float32 sum over dim 0, one elementwise add per row."""
+    acc = a[0] + 0.0  # C starts from +0: 0 + (-0) is +0
+    for i in range(1, a.shape[0]):
+        acc = acc + a[i]
+    return acc
+
+
+_scan_checked: dict[str, bool] = {}
+
+
+def _scan_is_sequential(device: torch.device) -> bool:
+    """Whether ``cumsum`` over dim 0 adds in float32, left to right, on ``device``.
+
+    CUDA scans a non-innermost dimension with one thread per column looping over the
+    rows, which is C's order; that replaces n kernel launches per sum by one. It is
+    used only after it reproduces the loop bit for bit on data where the order
+    matters (the CPU kernel accumulates in double, so it never qualifies).
+    """
+    if device.type == "cpu":
+        return False
+    key = str(device)
+    if key not in _scan_checked:
+        _scan_checked[key] = scan_matches_loop(device)
+    return _scan_checked[key]
+
+
+def scan_matches_loop(device) -> bool:
+    """Probe: ``cumsum(dim=0)[-1]`` equals :func:`loop_sum0` on magnitudes spanning 1e+-20."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(256, 4096, generator=gen) * torch.exp(torch.randn(256, 1, generator=gen) * 8)
+    a = a.to(device)
+    return bool(torch.equal(torch.cumsum(a, dim=0)[-1] + 0.0, loop_sum0(a)))
+
+
 # Bigger chunks on accelerators, where each op costs a kernel launch.
 CHUNK_ELEMENTS = {"cpu": 1 << 18}
-DEFAULT_CHUNK = 1 << 23
+DEFAULT_CHUNK = 1 << 24
 
 
 def quantize_torch(c, x, qw, device, name: str | None) -> np.ndarray:
