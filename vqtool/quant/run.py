@@ -99,7 +99,7 @@ def _encode(tensor, decision: TensorDecision, imatrix, device, threads) -> np.nd
 
 
 def _metadata(out, plan: QuantPlan, source: str, source_format: str, files: list[str], imatrix_path: str | None,
-              display_name: str) -> None:
+              display_name: str, source_config: dict | None = None) -> None:
     import gguf
 
     from vqtool import __version__
@@ -115,6 +115,9 @@ def _metadata(out, plan: QuantPlan, source: str, source_format: str, files: list
     out.add("vqtool.component", plan.component)
     out.add("vqtool.config", json.dumps(plan.config, sort_keys=True))
     out.add("vqtool.source_format", source_format)
+    if source_config:
+        # The source's own config.json: sizes that shapes cannot tell (sample size, text length).
+        out.add("vqtool.source_config", json.dumps(source_config, sort_keys=True))
     out.add("vqtool.source_files", [os.path.basename(f) for f in files])
     for i in range(len(files)):
         out.placeholder(f"vqtool.source_sha256.{i}", HASH_FIELD)
@@ -163,7 +166,8 @@ def quantize_model(
                 out = GGUFOut(path, arch, overwrite=overwrite)
                 outs.append(out)
                 run.outputs.append(QuantOutput(policy_name, path, plan))
-                _metadata(out, plan, os.fspath(src), store.format, files, imatrix, f"{display} {plan.policy.name}")
+                _metadata(out, plan, os.fspath(src), store.format, files, imatrix, f"{display} {plan.policy.name}",
+                          store.config)
                 for d in plan.decisions:
                     out.add_tensor(d.name, d.shape, d.type, d.nbytes)
                 out.open()
