@@ -77,6 +77,26 @@ TINY_T5: dict[str, Any] = dict(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_l
 _TOKENIZER_PIECES = list("abcdefghijklmnopqrstuvwxyz") + ["▁a", "▁the", "▁cat", "▁dog", "▁video", "▁of", "▁runs"]
 
 
+class MetaStore:
+    """A tensor store of names and shapes only (no data): enough for detection and planning."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], dtype: str = "BF16", config: dict | None = None):
+        from vqtool.io.base import DTYPE_SIZES, TensorInfo
+
+        self.path, self.format, self.config, self.files, self.metadata = "<meta>", "meta", config, ["<meta>"], {}
+        self._infos = {n: TensorInfo(n, tuple(s), dtype, "<meta>", DTYPE_SIZES[dtype] * math.prod(s))
+                       for n, s in shapes.items()}
+
+    def infos(self):
+        return self._infos
+
+    def keys(self):
+        return list(self._infos)
+
+    def read(self, name):
+        raise NotImplementedError(f"MetaStore holds no data ({name})")
+
+
 def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Re-draw every parameter and persistent buffer of ``module`` from a seeded generator (in place).
 
