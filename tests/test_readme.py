@@ -33,3 +33,22 @@ def test_mappings_data_package_is_found_through_resources():
     from vqtool.resources import mappings_dir
 
     assert mappings_dir().joinpath("__init__.py").is_file()
+
+
+def test_readme_main_job_runs_end_to_end(tmp_path):
+    """The vqtool part of the main-job command, run as written (with this interpreter's vqtool)."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    main_job = _readme_commands()[0]
+    steps = [s.strip() for s in main_job.split("&&") if ".venv/bin/vqtool" in s]
+    assert steps
+    for step in steps:
+        argv = shlex.split(step)
+        assert argv[0] == ".venv/bin/vqtool"
+        res = subprocess.run([sys.executable, "-m", "vqtool", *argv[1:]], cwd=tmp_path, capture_output=True, text=True,
+                             env={**os.environ})
+        assert res.returncode == 0, res.stderr
+    assert "mixed-q4" in res.stdout and "bits/weight" in res.stdout

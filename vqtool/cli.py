@@ -30,9 +30,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 EPILOG = """\b
 Examples:
-  vqtool inspect Wan2.1-T2V-1.3B/                 # any folder or file vqtool reads
-  vqtool inspect model.gguf --json > info.json    # machine-readable
-  vqtool --debug inspect broken.safetensors       # show the traceback too
+  vqtool inspect Wan2.1-T2V-14B/                        # what is this? (headers only)
+  vqtool convert Wan2.1-T2V-1.3B/ -o wan-diffusers/ --to diffusers
+  vqtool sat2hf CogVideoX-5b-sat/ -o CogVideoX-5b/      # SAT -> Diffusers
+  vqtool policies                                       # built-in quantization policies
+  vqtool quantize Wan2.1-T2V-1.3B/ --policy mixed-q4,q4_k_m -o out/
+  vqtool --debug inspect broken.safetensors             # full traceback on errors
 """
 
 
@@ -72,6 +75,20 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
         os.environ["VQTOOL_DEBUG"] = "1"
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose < 2:
+        quiet_third_party()
+
+
+# Import-time chatter of optional dependencies that says nothing about the user's files
+# (torchao's missing CUDA kernels, torch's pytree deprecations); shown again with -vv.
+NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
+def quiet_third_party() -> None:
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,8 +37,10 @@ class GGUFOut:
         if os.path.exists(self.path) and not overwrite:
             raise OutputExistsError(f"{self.path} exists; pass --overwrite to replace it")
         folder = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(folder):
-            raise VqtoolError(f"output folder {folder} does not exist")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise VqtoolError(f"cannot create output folder {folder}: {exc.strerror}") from None
         fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".", suffix=".partial", dir=folder)
         os.close(fd)
         import gguf
