@@ -218,3 +218,40 @@ def test_dequantize_an_f32_file_returns_the_source_bit_exact(tmp_path):
     loaded = wan.transformer_class(dict(wan.TINY_TRANSFORMER["t2v"])).from_pretrained(str(tmp_path / "diffusers"))
     for name, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
+
+
+# What ComfyUI-GGUF's loader (city96/ComfyUI-GGUF loader.py, dequant.py, ops.py) requires of a Wan file;
+# ComfyUI itself is not installable here, so its contract is checked instead of running it.
+COMFY_IMAGE_ARCHES = {"flux", "sd1", "sdxl", "sd3", "aura", "hidream", "cosmos", "ltxv", "hyvid", "wan", "lumina2", "qwen_image"}
+COMFY_TYPES = {"F32", "F16", "BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K",
+               "IQ4_NL", "IQ4_XS"}
+
+
+@pytest.mark.parametrize("policy", ["q4_k_m", "q3_k_s", "q5_0", "mixed-q4", "bf16"])
+def test_wan_files_meet_the_comfyui_gguf_loader_contract(tmp_path, policy):
+    import gguf
+
+    from vqtool.io import open_store
+
+    model = wan.build_transformer("vace", seed=10)
+    src = wan.write_transformer(model, tmp_path, "comfy")  # a ComfyUI-prefixed input
+    out = tmp_path / "c.gguf"
+    quantize_model(str(src), [(policy, str(out))], progress=False)
+    reader = gguf.GGUFReader(str(out))
+    arch = reader.get_field("general.architecture")
+    assert arch.types == [gguf.GGUFValueType.STRING] and arch.contents() in COMFY_IMAGE_ARCHES
+    for key, field in reader.fields.items():
+        if key.startswith("comfy.gguf.orig_shape."):
+            assert field.types == [gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.INT32]
+    original = {k[len(wan.COMFY_PREFIX):]: v for k, v in open_store(src).infos().items()}
+    tensors = {t.name: t for t in reader.tensors}
+    assert set(tensors) == set(original)  # original Wan names, no prefix: ComfyUI builds the model from them
+    for name, t in tensors.items():
+        assert t.tensor_type.name in COMFY_TYPES, name
+        assert tuple(int(v) for v in reversed(t.shape)) == original[name].shape, name  # the shape ComfyUI sees
+        if len(original[name].shape) != 2:  # ops.py has no Conv3d; 1-D/3-D params are used as-is
+            assert t.tensor_type.name in ("F32", "F16", "BF16"), name
+        if name.endswith("modulation"):  # "can't load from BF16"
+            assert t.tensor_type.name == "F32", name
+    assert tensors["vace_patch_embedding.weight"].tensor_type.name == "F32"
+    assert tensors["patch_embedding.weight"].tensor_type.name == "F32"
