@@ -249,7 +249,9 @@ def test_sat2hf_cli_dry_run_json_and_refusal_to_overwrite(built, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["variant"] == "5b" and report["pipeline"] == "CogVideoXPipeline"
-    assert {i["name"] for i in report["components"]["transformer"]["ignored"]} == set(DROPPED)
+    assert {i["name"].removeprefix(PREFIX) for i in report["components"]["transformer"]["ignored"]} == set(DROPPED)
+    assert {i["name"] for i in report["components"]["vae"]["ignored"]} == {
+        "loss.discriminator.main.0.weight", "loss.perceptual_loss.scaling_layer.shift"}
     assert not (tmp_path / "out").exists()
     assert runner.invoke(cli, args + ["--config", "sample_height=8"]).exit_code == 0
     again = runner.invoke(cli, args, standalone_mode=False)

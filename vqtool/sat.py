@@ -43,29 +43,17 @@ COMPONENT_PREFIXES: dict[str, str] = {
 }
 
 
-# SAT VAE keys that are not model weights: the training loss (discriminator, LPIPS).
-# sat/vae_modules/autoencoder.py::init_from_ckpt skips keys starting with "loss" the same way.
-VAE_DROPPED_PREFIXES = ("loss.",)
-
-
 class PrefixView(TensorStore):
-    """The tensors of ``store`` whose names start with ``prefix``, named without it (nothing is copied).
+    """The tensors of ``store`` whose names start with ``prefix``, named without it (nothing is copied)."""
 
-    Names (after the prefix) starting with one of ``exclude`` are left out and listed in ``dropped``.
-    """
-
-    def __init__(self, store: TensorStore, prefix: str, component: str, exclude: tuple[str, ...] = ()) -> None:
+    def __init__(self, store: TensorStore, prefix: str, component: str) -> None:
         super().__init__(store.path, store.format)
         self.base, self.prefix, self.component = store, prefix, component
         self.metadata = dict(store.metadata)
         self.config = store.config
-        self.dropped: list[str] = []
         for name, info in store.infos().items():
             if name.startswith(prefix):
                 short = name.removeprefix(prefix)
-                if short.startswith(exclude):
-                    self.dropped.append(short)
-                    continue
                 self._infos[short] = TensorInfo(short, info.shape, info.dtype, info.file, info.nbytes, info.ggml_type)
 
     def _read(self, info: TensorInfo) -> "torch.Tensor":
@@ -94,17 +82,24 @@ def split_components(store: TensorStore) -> dict[str, TensorStore]:
             path=store.path,
         )
     views = {c: PrefixView(store, COMPONENT_PREFIXES[c], c) for c, n in counts.items() if n}
-    if "vae" in views:
-        views["vae"] = vae_view(views["vae"])
     log.info("%s: SAT file components: %s", store.path, ", ".join(f"{c} ({counts[c]})" for c in views))
     return views
+
+
+def split_full_finetune(store: TensorStore) -> dict[str, TensorStore]:
+    """``{"transformer": store}`` for a plain SAT transformer file; for a full fine-tune (keys under the
+    T5 or VAE prefix too) the per-component views of :func:`split_components`."""
+    others = tuple(p for c, p in COMPONENT_PREFIXES.items() if c != "transformer")
+    if any(name.startswith(others) for name in store.keys()):
+        return split_components(store)
+    return {"transformer": store}
 
 
 def open_sat(folder: str | os.PathLike) -> dict[str, TensorStore]:
     """The component stores of a SAT folder: transformer, and vae / text_encoder when present.
 
     ``vae/3d-vae.pt`` wins over ``first_stage_model.*`` keys and a ``t5*/`` folder over
-    ``conditioner.*`` keys (both are logged).
+    ``conditioner.*`` keys (:func:`vqtool.io.open_checkpoint` applies these rules).
     """
     from vqtool.io import open_checkpoint
 
@@ -114,25 +109,9 @@ def open_sat(folder: str | os.PathLike) -> dict[str, TensorStore]:
         raise InputError(
             f"not a SAT folder (found {ckpt.format}); expected transformer/latest and "
             f"transformer/<iter>/{TRANSFORMER_FILE}", path=folder)
-    components = split_components(ckpt.components["transformer"])
-    for name in ("vae", "text_encoder"):
-        if name in ckpt.components:
-            if name in components:
-                log.warning("%s: using the separate %s files, not the %s* keys of the transformer file",
-                            folder, name, COMPONENT_PREFIXES[name])
-            components[name] = vae_view(ckpt.components[name]) if name == "vae" else ckpt.components[name]
-    if "transformer" not in components:
+    if "transformer" not in ckpt.components or not len(ckpt.components["transformer"]):
         raise InputError("the SAT transformer file holds no model.diffusion_model.* keys", path=folder)
-    return components
-
-
-def vae_view(store: TensorStore) -> TensorStore:
-    """``store`` without the SAT VAE's ``loss.*`` keys; how many were left out is logged."""
-    view = PrefixView(store, "", "vae", exclude=VAE_DROPPED_PREFIXES)
-    if view.dropped:
-        log.info("%s: left out %d VAE training-loss tensors (%s...): not model weights, SAT's loader skips them too",
-                 store.path, len(view.dropped), view.dropped[0])
-    return view
+    return dict(ckpt.components)
 
 
 def _atomic_torch_save(obj: object, path: str, overwrite: bool) -> None:

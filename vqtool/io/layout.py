@@ -180,8 +180,10 @@ def sat_transformer_file(folder: str) -> str:
 
 
 def _open_sat(folder: str) -> Checkpoint:
+    from vqtool.sat import split_full_finetune  # a full fine-tune also holds the T5 and VAE, by key prefix
+
     ckpt = Checkpoint(folder, "sat")
-    ckpt.components["transformer"] = TorchFile(sat_transformer_file(folder))
+    ckpt.components.update(split_full_finetune(TorchFile(sat_transformer_file(folder))))
     vae = os.path.join(folder, "vae", "3d-vae.pt")
     if os.path.isfile(vae):
         ckpt.components["vae"] = TorchFile(vae)

@@ -116,7 +116,7 @@ def map_external(names: list[str], table: FormatTable, canonical: CanonicalTable
                 pending_order.append(key)
             pending[key][t_hit[2]] = full
             continue
-        reason = next((ig.reason for ig in table.ignores if ig.pattern.match(name) is not None), None)
+        reason = next((ig.reason for ig in table.ignores if ig.matches(name)), None)
         if reason is not None:
             side.ignored.append((full, reason))
         else:

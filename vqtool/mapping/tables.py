@@ -75,6 +75,10 @@ class TransformRow:
 class IgnoreRow:
     pattern: Pattern
     reason: str
+    is_prefix: bool = False
+
+    def matches(self, name: str) -> bool:
+        return name.startswith(self.pattern.text) if self.is_prefix else self.pattern.match(name) is not None
 
 
 @dataclass
@@ -202,7 +206,9 @@ def _parse_format(doc: dict, source: str) -> FormatTable:
             to_external=dict(raw.get("to_external", {})), to_canonical=dict(raw.get("to_canonical", {})),
             where=raw.get("where"), note=raw.get("note", ""),
         ))
-    ignores = [IgnoreRow(Pattern(_require(r, "pattern", source)), _require(r, "reason", source))
+    # An ignore row names one pattern, or (``prefix = "loss."``) every name under a prefix.
+    ignores = [IgnoreRow(Pattern(r["prefix"] if "prefix" in r else _require(r, "pattern", source)),
+                         _require(r, "reason", source), "prefix" in r)
                for r in doc.get("ignore", [])]
     detect = doc.get("detect", {})
     keys = detect.get("keys", [])
