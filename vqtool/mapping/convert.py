@@ -52,7 +52,7 @@ def convert(src: str | os.PathLike, out: str | os.PathLike, *, to: str, componen
             if ident is None:
                 raise DetectionError(
                     f"component {name!r}: no mapping table recognises its tensor names; "
-                    "run `vqtool inspect` to see them", path=store.path)
+                    "run `vqtool inspect` to see them, or pick the others with --component", path=store.path)
             plan = plan_conversion(store, to, prefix=prefix, ident=ident)
             target = os.fspath(out) if len(stores) == 1 else os.path.join(os.fspath(out), plan.component)
             summary = {"component": plan.component, "source": store.path, "output": target,
