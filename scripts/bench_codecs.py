@@ -32,14 +32,26 @@ import vqtool.ggml as g  # noqa: E402
 GGUF_PY_TYPES = {"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"}
 
 
-def _timed(fn, repeat: int) -> tuple[float, object]:
-    """Best wall time of ``repeat`` runs (after one warm-up when repeat > 1)."""
+CPU_SECONDS: dict[str, float] = {}
+
+
+def _timed(fn, repeat: int, key: str | None = None) -> tuple[float, object]:
+    """Best wall time of ``repeat`` runs after one warm-up.
+
+    The CPU time of that best run (all threads of this process) goes to
+    ``CPU_SECONDS[key]``: on a shared machine it shows the work per element even
+    when other jobs take cores away.
+    """
     result = fn()
     best = float("inf")
     for _ in range(max(1, repeat)):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = fn()
-        best = min(best, time.perf_counter() - t0)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if wall < best:
+            best = wall
+            if key:
+                CPU_SECONDS[key] = cpu
     return best, result
 
 
@@ -65,13 +77,15 @@ def bench_type(qtype: str, x: np.ndarray, qw: np.ndarray, args) -> dict:
         def ours(w=None):
             return g.quantize(src, qtype, w, threads=args.threads)
 
-    t, raw = _timed(ours, args.repeat)
+    t, raw = _timed(ours, args.repeat, "vqtool")
     row["vqtool"] = _mels(n, t)
+    row["vqtool_per_cpu_s"] = _mels(n, CPU_SECONDS["vqtool"])
     y = g.dequantize(raw, qtype, x.shape)
     row["rel_rmse"] = float(np.sqrt(np.mean((x - y) ** 2) / np.mean(x ** 2)))
     if ggml_oracle.load() is not None:
-        tc, ref = _timed(lambda: ggml_oracle.quantize_chunk(x, qtype), args.repeat)
+        tc, ref = _timed(lambda: ggml_oracle.quantize_chunk(x, qtype), args.repeat, "c")
         row["ggml_c"] = _mels(n, tc)
+        row["ggml_c_per_cpu_s"] = _mels(n, CPU_SECONDS["c"])
         row["exact"] = bool(np.array_equal(raw, ref))
     if c.uses_imatrix:
         ti, raw_i = _timed(lambda: ours(qw), args.repeat)
@@ -100,12 +114,15 @@ def _fmt(v) -> str:
 
 def print_table(rows: list[dict], args) -> None:
     cols = [("type", "type"), ("bpw", "bpw"), ("vqtool", "vqtool"), ("ggml_c", "ggml C 1 thr"),
+            ("vqtool_per_cpu_s", "vqtool /CPU-s"), ("ggml_c_per_cpu_s", "C /CPU-s"),
             ("gguf_py", "gguf-py"), ("vqtool_imatrix", "vqtool imat"),
             ("ggml_c_imatrix", "C imat"), ("rel_rmse", "rel. RMSE"),
             ("exact", "= ggml"), ("exact_imatrix", "= ggml (imat)")]
     print(f"\nMelem/s, {args.rows}x{args.cols} float32 Student-t(4), "
           f"vqtool on {args.device or f'numpy, {args.threads or os.cpu_count()} threads'}; "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores\n")
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f} at the end. '/CPU-s' columns: Melem per "
+          "CPU-second (work per element, insensitive to other jobs on the machine).\n")
     print("| " + " | ".join(h for _, h in cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
