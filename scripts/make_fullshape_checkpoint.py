@@ -63,6 +63,25 @@ register_variant("umt5-xxl", _upstream_layout("umt5", ""), basename="models_t5_u
                  note="UMT5-XXL encoder, Wan's names (242 tensors, 5.681 B params)")
 
 
+def _cogvideox_sat(variant: str | None) -> Callable[[], list[tuple[str, tuple[int, ...]]]]:
+    def tensors() -> list[tuple[str, tuple[int, ...]]]:
+        from vqtool.testing import cogvideox
+
+        return cogvideox.fullshape_vae_sat_tensors() if variant is None else cogvideox.fullshape_sat_tensors(variant)
+
+    return tensors
+
+
+# CogVideoX in SAT names (the keys of mp_rank_00_model_states.pt / 3d-vae.pt), written as safetensors.
+for _name, _note in (("2b", "556 tensors, 1.69 B params"), ("5b", "775 tensors, 5.57 B params"),
+                     ("5b-i2v", "776 tensors, 5.63 B params"), ("1.5", "773 tensors, 5.57 B params"),
+                     ("1.5-i2v", "777 tensors, 5.57 B params")):
+    register_variant(f"cogvideox-{_name}-sat", _cogvideox_sat(_name), basename="mp_rank_00_model_states",
+                     note=f"CogVideoX {_name} transformer, SAT names with model.diffusion_model. ({_note})")
+register_variant("cogvideox-vae-sat", _cogvideox_sat(None), basename="3d-vae",
+                 note="CogVideoX VAE, SAT names (436 tensors, 215.6 M params)")
+
+
 def random_tensors(spec: list[tuple[str, tuple[int, ...]]], dtype: str, seed: int):
     """Yield ``(name, tensor)`` with values drawn from a generator seeded by ``seed`` and the name."""
     import torch

@@ -124,3 +124,23 @@ def test_full_shape_reference_sat_keys_map_to_the_diffusers_model(variant):
     assert plan.config["num_layers"] == cfg[1] and plan.config["num_attention_heads"] == cfg[0] // 64
     assert plan.config["in_channels"] == cfg[2]
     assert plan.config["use_rotary_positional_embeddings"] == cfg[4]
+
+
+@pytest.mark.parametrize("variant", tc.VARIANTS)
+def test_fullshape_sat_key_list_for_benchmarks_equals_the_reference_table(variant):
+    spec = tc.fullshape_sat_tensors(variant)
+    assert len(spec) == len(dict(spec)) == COUNTS[variant][0]
+    assert dict(spec) == expected_sat(variant)
+
+
+def test_fullshape_sat_vae_has_the_documented_436_tensors_and_215_58m_parameters():
+    import math
+
+    spec = tc.fullshape_vae_sat_tensors()
+    assert len(spec) == 436
+    assert round(sum(math.prod(s) for _, s in spec) / 1e6, 2) == 215.58
+    names = dict(spec)
+    # SAT keeps the decoder up-blocks in reverse: up.3 is the first applied (512 channels, no upsample of up.0).
+    assert "decoder.up.0.block.0.conv1.conv.weight" in names and "decoder.up.0.upsample.conv.weight" not in names
+    assert names["decoder.up.3.block.0.conv1.conv.weight"][0] == 512
+    assert "encoder.mid.block_2.conv2.conv.weight" in names and "encoder.down.1.block.0.nin_shortcut.weight" in names

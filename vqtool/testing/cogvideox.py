@@ -280,3 +280,40 @@ def save_sat(variant: str, folder: str | Path, seed: int = 0, *, released_like: 
         shutil.rmtree(folder / "vae")
         shutil.rmtree(folder / "t5-v1_1-xxl")
     return folder
+
+
+# --- full-shape key lists (no data) for scripts/make_fullshape_checkpoint.py ---
+
+def fullshape_sat_tensors(variant: str) -> list[tuple[str, tuple[int, ...]]]:
+    """``[(name, shape)]`` of a released-like SAT transformer file of ``variant``, in vqtool's write order.
+
+    Planned by vqtool's own tables from the full-shape meta model, plus what released files carry
+    beyond Diffusers: the unused rotary ``transformer.position_embeddings`` and, in v1.0 rotary
+    models, the ``freqs_sin/cos`` buffers ([13*30*45, 64]).
+    """
+    from vqtool.mapping import identify, plan_conversion
+    from vqtool.sat import COMPONENT_PREFIXES
+    from vqtool.sat_convert import _regenerated
+
+    prefix = COMPONENT_PREFIXES["transformer"]
+    model = build_transformer(variant, full=True, device="meta")
+    store = MetaStore({k: tuple(v.shape) for k, v in model.state_dict().items()}, config=dict(model.config))
+    ident = identify(store, family="cogvideox", component="transformer", fmt="diffusers")
+    plan = plan_conversion(store, "sat", ident=ident, prefix=prefix)
+    out = [(t.name, tuple(t.shape)) for t in plan.tensors]
+    out += [(prefix + name, tuple(t.shape)) for name, t, _ in _regenerated(ident)]
+    if variant in ("5b", "5b-i2v"):
+        out += [(f"{prefix}mixins.pos_embed.{n}", (13 * 30 * 45, 64)) for n in ("freqs_sin", "freqs_cos")]
+    return out
+
+
+def fullshape_vae_sat_tensors() -> list[tuple[str, tuple[int, ...]]]:
+    """``[(name, shape)]`` of the released SAT VAE (``vae/3d-vae.pt`` state dict; 436 tensors)."""
+    from diffusers import AutoencoderKLCogVideoX
+
+    from vqtool.mapping import plan_conversion
+
+    with torch.device("meta"):
+        model = AutoencoderKLCogVideoX()
+    store = MetaStore({k: tuple(v.shape) for k, v in model.state_dict().items()})
+    return [(t.name, tuple(t.shape)) for t in plan_conversion(store, "sat").tensors]
