@@ -35,9 +35,9 @@ def built(tmp_path_factory):
         if key not in cache:
             path = root / f"{kind}-{variant}"
             if kind == "sat":
-                tc.save_sat(variant, path)
+                tc.save_sat(variant, path, pipeline_dir=get("pipe", variant))
             elif kind == "ft":
-                tc.save_sat(variant, path, full_finetune=True)
+                tc.save_sat(variant, path, full_finetune=True, pipeline_dir=get("pipe", variant))
             elif kind == "pipe":
                 tc.save_pipeline(variant, path)
             elif kind == "hf":

@@ -251,13 +251,14 @@ def _released_like(sat_dir: Path, variant: str, seed: int) -> None:
 
 
 def save_sat(variant: str, folder: str | Path, seed: int = 0, *, released_like: bool = True,
-             full_finetune: bool = False) -> Path:
+             full_finetune: bool = False, pipeline_dir: str | Path | None = None) -> Path:
     """A tiny SAT folder of ``variant``, produced from the tiny pipeline by ``vqtool hf2sat``'s library.
 
     ``released_like`` adds the keys real SAT files carry and conversions drop (freqs buffers,
     a random leftover ``position_embeddings``, VAE ``loss.*``). ``full_finetune`` puts the T5 and
     the VAE into the transformer file under ``conditioner.embedders.0.transformer.`` and
     ``first_stage_model.`` (and removes ``vae/`` and ``t5-v1_1-xxl/``), like a full fine-tune checkpoint.
+    ``pipeline_dir``: an existing :func:`save_pipeline` folder of the same variant and seed to convert.
     """
     import shutil
     import tempfile
@@ -266,9 +267,13 @@ def save_sat(variant: str, folder: str | Path, seed: int = 0, *, released_like: 
     from vqtool.sat_convert import diffusers_to_sat
 
     folder = Path(folder)
-    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
-        diffusers_to_sat(save_pipeline(variant, Path(tmp) / "pipe", seed), folder, progress=False)
-    _released_like(folder, variant, seed)
+    if pipeline_dir is not None:
+        diffusers_to_sat(pipeline_dir, folder, progress=False)
+    else:
+        with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+            diffusers_to_sat(save_pipeline(variant, Path(tmp) / "pipe", seed), folder, progress=False)
+    if released_like:
+        _released_like(folder, variant, seed)
     if full_finetune:
         path = folder / "transformer" / "1" / TRANSFORMER_FILE
         state = torch.load(path, map_location="cpu", weights_only=True)
