@@ -105,7 +105,15 @@ def _tiny(rng, rows, n):
 
 
 def _large(rng, rows, n):
-    return rng.standard_normal((rows, n)) * np.geomspace(1e2, 1e8, rows)[:, None]
+    # up to vqtool.ggml's limit of 2**40; fp16 scales overflow to inf from about 1e6 on
+    x = rng.standard_normal((rows, n)) * np.geomspace(1e2, 1e11, rows)[:, None]
+    x[-1, 7] = 2.0 ** 40
+    return x
+
+
+def _f32_subnormal(rng, rows, n):
+    # float32 subnormals: 1/d overflows to inf in the legacy types and in the K-quant search
+    return rng.standard_normal((rows, n)) * np.geomspace(1e-44, 1e-36, rows)[:, None]
 
 
 def _quarter_steps(rng, rows, n):
@@ -121,6 +129,7 @@ DATA_KINDS = {
     "constant_blocks": _constant_blocks,
     "tiny": _tiny,
     "large": _large,
+    "f32_subnormal": _f32_subnormal,
     "quarter_steps": _quarter_steps,
 }
 

@@ -66,6 +66,15 @@ def test_non_finite_input_names_tensor_and_row(bad):
     assert "blocks.3.attn.to_q.weight" in message and "row 3" in message and "column 17" in message
 
 
+@pytest.mark.parametrize("device", ["cpu", "torch:cpu"])
+def test_values_beyond_ggml_float32_range_are_refused_for_quantized_types(device):
+    x = np.ones((4, 256), np.float32)
+    x[2, 3] = 3e19  # x*x overflows float32; ggml would write inf scales
+    with pytest.raises(VqtoolError, match=r"tensor 'w'.*magnitude 3e\+19 in row 2"):
+        g.quantize(x, "Q4_K", name="w", device=device)
+    assert g.quantize(x, "F16").shape == (4, 512)  # plain conversions have no such limit
+
+
 def test_non_finite_imatrix_is_rejected():
     qw = np.ones(256, np.float32)
     qw[9] = np.nan

@@ -18,7 +18,7 @@ import vqtool.ggml as g
 TYPES = g.available_types()
 
 
-@pytest.mark.parametrize("kind", ["student_t", "zero_blocks", "constant_blocks", "tiny"])
+@pytest.mark.parametrize("kind", ["student_t", "zero_blocks", "constant_blocks", "tiny", "f32_subnormal", "large"])
 @pytest.mark.parametrize("qtype", TYPES)
 def test_torch_path_on_cpu_matches_numpy_path(qtype, kind):
     x = ggml_oracle.make_matrix(kind, 3, 512, seed=11)

@@ -44,6 +44,27 @@ def _is_torch(x) -> bool:
     return type(x).__module__.startswith("torch")
 
 
+# Beyond this magnitude ggml's float32 intermediates overflow (x*x*x in the weighted
+# sums of make_qx_quants reaches 3.4e38 near 7e12) and the fp16 block scales are
+# already inf, which llama.cpp's ggml_validate_row_data rejects. Quantized types refuse
+# such input instead of producing bytes that are neither valid nor ggml's.
+MAX_ABS_VALUE = float(2**40)
+
+
+def _check_values(x: np.ndarray, name: str | None, limit: float | None) -> None:
+    """Raise for NaN/Inf (naming row and column) or, with ``limit``, for ``|x| > limit``."""
+    top = max(float(x.max()), -float(x.min()))  # NaN propagates; one pass each, no temporary
+    if top <= (limit if limit is not None else float("inf")):
+        return
+    _check_finite(x, "tensor", name)
+    row = int(np.argmax(np.abs(x).max(axis=1)))
+    raise VqtoolError(
+        f"tensor has a value of magnitude {top:.3g} in row {row}; quantized types need "
+        f"|x| <= {limit:.3g} (ggml's float32 arithmetic overflows and its fp16 scales become inf)",
+        tensor=name or "<unnamed>",
+    )
+
+
 def _check_finite(x: np.ndarray, what: str, name: str | None) -> None:
     finite = np.isfinite(x)
     if not finite.all():
@@ -121,8 +142,8 @@ def quantize(x, qtype, imatrix=None, *, name: str | None = None, threads: int | 
     if torch_device is not None:
         from vqtool.ggml.torch_ops import quantize_torch
 
-        return quantize_torch(c, arr, qw, torch_device, name)
-    _check_finite(arr, "tensor", name)
+        return quantize_torch(c, arr, qw, torch_device, name, MAX_ABS_VALUE if c.block_size > 1 else None)
+    _check_values(arr, name, MAX_ABS_VALUE if c.block_size > 1 else None)
     return encode_rows(c.encode, NUMPY, arr, qw, row_bytes, threads or default_threads())
 
 

@@ -42,7 +42,7 @@ def _sym_ref(o, x, nlev: int):
     with o.errstate():
         d = o.div(vmax, float(-nlev))
         inv = o.where(d != 0, o.div(1.0, d), 0.0)
-    q = o.minimum(o.trunc(xb * inv[:, None] + (nlev + 0.5)), 2 * nlev - 1)
+    q = o.minimum(_c_int(o, xb * inv[:, None] + (nlev + 0.5)), 2 * nlev - 1)
     return d, q
 
 
@@ -54,8 +54,15 @@ def _asym_ref(o, x, nmax: int):
     with o.errstate():
         d = o.div(vmax - vmin, float(nmax))
         inv = o.where(d != 0, o.div(1.0, d), 0.0)
-    q = o.trunc((xb - vmin[:, None]) * inv[:, None] + 0.5)
+    q = _c_int(o, (xb - vmin[:, None]) * inv[:, None] + 0.5)
     return d, vmin, q
+
+
+def _c_int(o, v):
+    """C's float-to-integer cast as x86 does it: truncation, and 0 in the low byte for
+    inf/NaN (``cvttss2si`` gives INT_MIN). Reached when ``1/d`` overflows on subnormal
+    blocks."""
+    return o.where(o.abs(v) < float("inf"), o.trunc(v), 0.0)
 
 
 def _row_sigma2(o, x):
@@ -128,5 +135,5 @@ def encode_q8_0(o, x, qw=None):
     fl = o.floor(a)
     # roundf without the |v|+0.5 double rounding: floor(a) + floor(2*(a - floor(a)))
     r = o.sign(v) * (fl + o.floor(2.0 * (a - fl)))
-    q = o.i32(r) & 255
+    q = o.i32(_c_int(o, r)) & 255
     return o.cat([o.fp16_bytes(d), o.u8(q)])

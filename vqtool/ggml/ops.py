@@ -206,10 +206,14 @@ class NumpyOps:
 
     @staticmethod
     def count_ge(a, thresholds):
-        """How many of the ascending ``thresholds`` are ``<= a``, elementwise (int8)."""
-        idx = (a >= thresholds[0]).astype(np.int8)
-        for t in thresholds[1:]:
-            idx += a >= t
+        """How many of the ascending ``thresholds`` are not above ``a`` (int8).
+
+        Counted as ``len - #(a < t)`` so that NaN gives the top index, like C's
+        binary search, whose comparisons with NaN are all false.
+        """
+        idx = np.full(a.shape, len(thresholds), dtype=np.int8)
+        for t in thresholds:
+            idx -= a < t
         return idx
 
     @staticmethod

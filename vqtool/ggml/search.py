@@ -109,6 +109,7 @@ def make_qkx_quants(o, x, w, nmax: int, rmin: float, rdelta: float, nstep: int, 
     with o.errstate():
         iscale = o.div(f32c(nmax), vmax - vmin)
         scale = o.div(1.0, iscale)
+        iscale = _finite_or_zero(o, iscale)
         L = o.clip(o.rint(iscale * (x - vmin)), 0, nmax)
         best = o.sum0(w * error(scale * L + vmin - x))
         # The winning levels are rebuilt once at the end from the winning step's
@@ -116,7 +117,7 @@ def make_qkx_quants(o, x, w, nmax: int, rmin: float, rdelta: float, nstep: int, 
         L_iscale, L_vmin = iscale, vmin
         for step in range(nstep + 1):
             num = f32_add(f32_add(rmin, f32_mul(rdelta, step)), nmax)
-            iscale = o.div(num, vmax - vmin)
+            iscale = _finite_or_zero(o, o.div(num, vmax - vmin))
             La = o.clip(o.rint(iscale * (x - vmin)), 0, nmax)
             wl = w * La
             sum_l = o.sum0(wl)
@@ -187,6 +188,17 @@ def make_qp_quants(o, x, nmax: int, qw):
         result = sumlx / suml2
     L = _stack(o, Lr)
     return o.where(zero, 0.0, result), o.where(zero, 0.0, L)
+
+
+def _finite_or_zero(o, iscale):
+    """An ``iscale`` that overflowed (a range below ~1e-38) as 0.
+
+    In C, ``nearest_int(inf * (x - min))`` is -4194304 (or 0 for ``inf * 0``), which the
+    clamp turns into level 0 for every element; ``rint`` would give ``inf`` instead.
+    With ``iscale = 0`` the levels are 0 as in C. Finite ``iscale`` values keep
+    ``|iscale * (x - min)|`` below ``nmax + 2``, where ``rint`` equals ``nearest_int``.
+    """
+    return o.where(o.abs(iscale) < float("inf"), iscale, 0.0)
 
 
 def _wrap_u8(o, a):

@@ -22,7 +22,7 @@ import contextlib
 import numpy as np
 import torch
 
-from vqtool.errors import NonFiniteError
+from vqtool.errors import NonFiniteError, VqtoolError
 
 _MAGIC = 12582912.0
 
@@ -167,9 +167,9 @@ class TorchOps:
 
     @staticmethod
     def count_ge(a, thresholds):
-        idx = (a >= thresholds[0]).to(torch.int32)
-        for t in thresholds[1:]:
-            idx += a >= t
+        idx = torch.full(a.shape, len(thresholds), dtype=torch.int32, device=a.device)
+        for t in thresholds:
+            idx -= (a < t).to(torch.int32)
         return idx
 
     @staticmethod
@@ -225,8 +225,11 @@ CHUNK_ELEMENTS = {"cpu": 1 << 18}
 DEFAULT_CHUNK = 1 << 24
 
 
-def quantize_torch(c, x, qw, device, name: str | None) -> np.ndarray:
-    """Encode with ``TorchOps`` on ``device``; ``x`` is a 2-D tensor or array."""
+def quantize_torch(c, x, qw, device, name: str | None, limit: float | None = None) -> np.ndarray:
+    """Encode with ``TorchOps`` on ``device``; ``x`` is a 2-D tensor or array.
+
+    ``limit``: largest allowed ``|x|`` (see :data:`vqtool.ggml.api.MAX_ABS_VALUE`).
+    """
     ops = TorchOps(device)
     with torch.no_grad():
         t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
@@ -239,6 +242,14 @@ def quantize_torch(c, x, qw, device, name: str | None) -> np.ndarray:
             raise NonFiniteError(
                 f"tensor has a non-finite value ({float(t[row, col])}) in row {row}, column {col}; "
                 "fix the source weights before quantizing",
+                tensor=name or "<unnamed>",
+            )
+        top = float(t.abs().max()) if t.numel() else 0.0
+        if limit is not None and top > limit:
+            row = int(torch.argmax(t.abs().max(dim=1).values))
+            raise VqtoolError(
+                f"tensor has a value of magnitude {top:.3g} in row {row}; quantized types need "
+                f"|x| <= {limit:.3g} (ggml's float32 arithmetic overflows and its fp16 scales become inf)",
                 tensor=name or "<unnamed>",
             )
         w = None if qw is None else torch.from_numpy(qw).to(ops.device)
