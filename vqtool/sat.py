@@ -86,6 +86,21 @@ def split_components(store: TensorStore) -> dict[str, TensorStore]:
     return views
 
 
+# Names SAT's LoraMixin (sat.model.finetune.lora2) gives a layer it wraps (reference §2).
+LORA_MARKERS = (".matrix_A.", ".matrix_B.", "query_key_value.original.", "attention.dense.original.")
+
+
+def check_not_lora(store: TensorStore) -> None:
+    """Refuse a SAT LoRA checkpoint with a message that says what to do (its base weights sit under
+    ``.original`` and the low-rank factors beside them: not a plain transformer)."""
+    hits = [n for n in store.keys() if any(m in n for m in LORA_MARKERS)]
+    if hits:
+        raise MappingError(
+            f"this is a SAT LoRA checkpoint ({len(hits)} LoRA tensors, e.g. {hits[0]}); merge the LoRA into the "
+            "base weights first (SAT LoraMixin.merge_lora) and save again, or convert the base model alone",
+            path=store.path)
+
+
 def split_full_finetune(store: TensorStore) -> dict[str, TensorStore]:
     """``{"transformer": store}`` for a plain SAT transformer file; for a full fine-tune (keys under the
     T5 or VAE prefix too) the per-component views of :func:`split_components`."""

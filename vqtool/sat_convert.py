@@ -30,7 +30,7 @@ from typing import Any
 from vqtool.errors import DetectionError, InputError, MappingError, OutputExistsError
 from vqtool.mapping import identify, plan_conversion
 from vqtool.mapping.patterns import evaluate
-from vqtool.sat import COMPONENT_PREFIXES, DEFAULT_ITERATION, open_sat, write_transformer, write_vae
+from vqtool.sat import COMPONENT_PREFIXES, DEFAULT_ITERATION, check_not_lora, open_sat, write_transformer, write_vae
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ def sat_to_diffusers(sat_dir: str | os.PathLike, out: str | os.PathLike, *, t5: 
 
     sat_dir, out = os.fspath(sat_dir), os.fspath(out)
     comps = open_sat(sat_dir)
+    check_not_lora(comps["transformer"])
     t_ident = _identify(comps["transformer"], "transformer", "sat", config)
     check_learned_positions(t_ident)
     variant = t_ident.graph.variant
