@@ -56,12 +56,13 @@ def test_registry_rejects_a_second_codec_for_the_same_type():
         reg.register(Codec(GGMLQuantizationType.Q4_0, lambda o, x, qw: None, True))
 
 
+@pytest.mark.parametrize("qtype", ["Q4_K", "F16", "Q8_0"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_input_names_tensor_and_row(bad):
+def test_non_finite_input_names_tensor_and_row(bad, qtype):
     x = np.ones((5, 256), np.float32)
     x[3, 17] = bad
     with pytest.raises(NonFiniteError) as err:
-        g.quantize(x, "Q4_K", name="blocks.3.attn.to_q.weight")
+        g.quantize(x, qtype, name="blocks.3.attn.to_q.weight")
     message = str(err.value)
     assert "blocks.3.attn.to_q.weight" in message and "row 3" in message and "column 17" in message
 

@@ -23,6 +23,7 @@ def available_types() -> list[str]:
 
 
 def block_size(qtype) -> int:
+    """Elements per block (32 or 256; 1 for the float types)."""
     return codec(qtype).block_size
 
 
@@ -32,6 +33,7 @@ def row_size(qtype, n_per_row: int) -> int:
 
 
 def bits_per_weight(qtype) -> float:
+    """Storage bits per element, scales included (Q4_K: 4.5)."""
     return codec(qtype).bits_per_weight
 
 
@@ -54,8 +56,8 @@ MAX_ABS_VALUE = float(2**40)
 def _check_values(x: np.ndarray, name: str | None, limit: float | None) -> None:
     """Raise for NaN/Inf (naming row and column) or, with ``limit``, for ``|x| > limit``."""
     top = max(float(x.max()), -float(x.min()))  # NaN propagates; one pass each, no temporary
-    if top <= (limit if limit is not None else float("inf")):
-        return
+    if top <= (limit if limit is not None else float(np.finfo(np.float32).max)):
+        return  # also false for NaN and inf, which _check_finite then reports
     _check_finite(x, "tensor", name)
     row = int(np.argmax(np.abs(x).max(axis=1)))
     raise VqtoolError(

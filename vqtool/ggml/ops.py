@@ -47,16 +47,8 @@ class NumpyOps:
 
     # -- construction and casts ------------------------------------------------
     @staticmethod
-    def asarray(x):
-        return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-
-    @staticmethod
     def to_numpy(a) -> np.ndarray:
         return np.asarray(a)
-
-    @staticmethod
-    def zeros(shape, like=None, dtype="f32"):
-        return np.zeros(shape, dtype=np.float32 if dtype == "f32" else np.int32)
 
     @staticmethod
     def f32(a):
@@ -221,8 +213,9 @@ class NumpyOps:
         return values[idx]
 
     @staticmethod
-    def constant(values, like=None, dtype="f32"):
-        return np.asarray(values, dtype=np.float32 if dtype == "f32" else np.int32)
+    def constant(values, like=None):
+        """A float32 table (e.g. ``kvalues_iq4nl``) on the backend's device."""
+        return np.asarray(values, dtype=np.float32)
 
     @staticmethod
     def errstate():

@@ -36,9 +36,6 @@ class TorchOps:
         self.device = torch.device(device)
         self.scan_sums = _scan_is_sequential(self.device)
 
-    def asarray(self, x):
-        return torch.as_tensor(x, dtype=torch.float32, device=self.device).contiguous()
-
     @staticmethod
     def to_numpy(a) -> np.ndarray:
         if isinstance(a, torch.Tensor):
@@ -176,9 +173,9 @@ class TorchOps:
     def take(values, idx):
         return values[idx.long()]
 
-    def constant(self, values, like=None, dtype="f32"):
+    def constant(self, values, like=None):
         device = like.device if isinstance(like, torch.Tensor) else self.device
-        return torch.tensor(values, dtype=torch.float32 if dtype == "f32" else torch.int32, device=device)
+        return torch.tensor(values, dtype=torch.float32, device=device)
 
     @staticmethod
     def errstate():
