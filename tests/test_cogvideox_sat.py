@@ -272,3 +272,10 @@ def test_hf2sat_cli_writes_the_sat_layout(built, tmp_path):
     assert list(state) == ["module"] and all(k.startswith(PREFIX) for k in state["module"])
     assert list(torch.load(out / "vae" / "3d-vae.pt", weights_only=True)) == ["state_dict"]
     assert (out / "t5-v1_1-xxl" / "config.json").is_file() and (out / "t5-v1_1-xxl" / "tokenizer.json").is_file()
+
+
+def test_a_misspelt_config_override_is_refused(built, tmp_path):
+    from vqtool.errors import InputError
+
+    with pytest.raises(InputError, match="sample_heigth"):
+        sat_to_diffusers(built("sat", "2b"), tmp_path / "out", config={"sample_heigth": 8}, dry_run=True)

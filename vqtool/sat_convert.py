@@ -64,6 +64,10 @@ def _identify(store, component: str, fmt: str, overrides: dict[str, Any] | None 
         raise DetectionError(f"not a {family} {component} in {fmt} names", path=store.path)
     ident.check(f"{store.path} ({component})")
     if overrides:
+        unknown = sorted(set(overrides) - set(ident.graph.config))
+        if unknown:
+            raise InputError(f"unknown {component} config key(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(k for k in ident.graph.config if k != 'kind')}")
         ident.graph.config.update(overrides)
         ident.graph.variant = str(evaluate(ident.canonical.variant, ident.graph.config))
     return ident
@@ -230,6 +234,8 @@ def diffusers_to_sat(src: str | os.PathLike, out: str | os.PathLike, *, iteratio
     (``{'module': sd}``, keys under ``model.diffusion_model.``), ``vae/3d-vae.pt``
     (``{'state_dict': sd}``) and, when the pipeline has a T5 and tokenizer, ``t5-v1_1-xxl/``.
     See the module docstring for what is regenerated or omitted. Returns a JSON-ready report.
+    SAT's ``.pt`` is a single pickle, so the transformer's tensors are held in memory while it is
+    written (about the model's size); the Diffusers side is read one tensor group at a time.
     """
     src, out = os.fspath(src), os.fspath(out)
     comps = _diffusers_components(src)
