@@ -108,3 +108,23 @@ def test_writer_refuses_tensors_that_differ_from_the_plan(tmp_path):
     with pytest.raises(MappingError, match="plan"):
         write_tensors(iter([("a", torch.zeros(3))]), planned, str(tmp_path / "x.safetensors"), progress=False)
     assert not list(tmp_path.iterdir())
+
+
+def test_conversion_streams_one_source_tensor_per_rename():
+    from vqtool.mapping import iter_converted
+    from vqtool.testing import DictStore
+    from vqtool.testing.wan import build_transformer, to_format
+
+    reads: list[str] = []
+
+    class CountingStore(DictStore):
+        def _read(self, info):
+            reads.append(info.name)
+            return super()._read(info)
+
+    store = CountingStore(to_format(build_transformer("t2v").state_dict(), "original"))
+    plan = plan_conversion(store, "diffusers")
+    assert not reads  # planning reads headers only
+    for n, _ in enumerate(iter_converted(store, plan), start=1):
+        assert len(reads) == n  # nothing is read ahead of what is written
+    assert sorted(reads) == sorted(store.keys())

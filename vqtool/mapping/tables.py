@@ -1,17 +1,55 @@
 """Load the mapping tables under ``mappings/`` into a registry that rejects duplicates.
 
-Two kinds of TOML file live in ``mappings/<family>/``:
+Two kinds of TOML file live in ``mappings/<family>/`` (``policies/`` is skipped):
 
-* a **canonical table** (``kind = "canonical"``, e.g. ``wan/transformer.toml``): one row per
-  canonical tensor pattern with its role and block kind, plus how to tell the model's kind
-  (``[[kinds]]``), derive its config from shapes (``[config]``) and name its variant;
-* a **format table** (``kind = "format"``, e.g. ``wan/transformer.diffusers.toml``): how one file
-  format names those tensors: ``[[rename]]`` rows, ``[[transform]]`` groups, ``[[ignore]]`` rows,
-  optional ``prefixes`` to strip, a ``[detect]`` signature and, for Diffusers targets,
-  ``[config_json]``. ``identity = true`` means the format uses the canonical names.
+**Canonical table** (``kind = "canonical"``, e.g. ``wan/transformer.toml``)::
 
-See ``docs/mappings.md``-style notes in each table; the schema is checked here so that a bad
-table fails loudly at load time, naming the file.
+    kind = "canonical"; family = "wan"; component = "transformer"
+    variant = "kind + '-' + size"            # expression over [config] and `kind`
+    [[kinds]]                                # first whose keys all exist (canonical names) wins
+    name = "vace"; keys = ["vace_patch_embedding.weight"]
+    [config]                                 # evaluated in order; shape(n), has(n), count(p), indices(p)
+    dim = "shape('patch_embedding.weight')[0]"
+    [[tensor]]                               # one row per canonical pattern
+    pattern = "blocks.{i}.self_attn.q"       # integer fields in braces
+    suffixes = ["weight", "bias"]            # optional: one row per suffix
+    role = "attn.self.q"                     # vqtool.graph.Role vocabulary
+    block = "main"                           # optional block kind (main / vace); index field `i` (block_field)
+    kinds = ["i2v"]                          # optional: only expected for these kinds
+    where = "i == 0"                         # optional filter over the fields
+    values = { n = [0, 1, 3] }               # optional fixed field values (else block fields: 0..max seen)
+
+Every expected name (rows x kinds x block range x values, filtered by ``where``) must be present:
+missing ones are an error that lists them.
+
+**Format table** (``kind = "format"``, e.g. ``wan/transformer.diffusers.toml``)::
+
+    kind = "format"; family = "wan"; component = "transformer"; format = "diffusers"
+    identity = false                         # true: external names are the canonical names
+    prefixes = ["model.diffusion_model."]    # optional, stripped by prefix match
+    aliases = ["diffusers"]                  # optional other --to names for this table
+    [detect]                                 # any key-set all present, none of banned (prefixes allowed)
+    keys = [["scale_shift_table", "condition_embedder.time_proj.weight"]]
+    banned = ["head.modulation"]
+    [output]
+    basename = "diffusion_pytorch_model"
+    [config_json]                            # written as config.json; expressions over the canonical config
+    [config_from_json]                       # canonical config key <- expression over the source config.json
+    [[rename]]
+    canonical = "decoder.upsamples.{n}.residual.2"
+    external = "decoder.up_blocks.{b}.resnets.{r}.conv1"
+    suffixes = ["weight", "bias"]
+    to_external = { b = "n // 4", r = "n % 4" }   # index arithmetic, both ways (checked to round-trip)
+    to_canonical = { n = "4 * b + r" }
+    where = "n % 4 != 3"                     # over canonical fields
+    [[transform]]                            # see vqtool.mapping.transforms
+    fn = "chunk"; args = { parts = 3, dim = 0 }; inverse = "cat"; inverse_args = { dim = 0 }
+    external = ["...query_key_value.weight"]; canonical = ["...to_q.weight", "...to_k.weight", "...to_v.weight"]
+    [[ignore]]                               # external names dropped on import, with a reason
+    pattern = "encoder.embed_tokens.weight"; reason = "tied to shared.weight"
+
+Every row may carry a ``note`` (where the fact comes from). Bad tables fail at load time, naming
+the file.
 """
 
 from __future__ import annotations
