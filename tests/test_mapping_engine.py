@@ -128,3 +128,17 @@ def test_conversion_streams_one_source_tensor_per_rename():
     for n, _ in enumerate(iter_converted(store, plan), start=1):
         assert len(reads) == n  # nothing is read ahead of what is written
     assert sorted(reads) == sorted(store.keys())
+
+
+def test_pattern_format_then_match_round_trips_any_indices():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    p = Pattern("decoder.up_blocks.{b}.resnets.{r}.conv1.weight")
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.integers(0, 10**6), st.integers(0, 10**6))
+    def check(b, r):
+        assert p.match(p.format({"b": b, "r": r})) == {"b": b, "r": r}
+
+    check()
