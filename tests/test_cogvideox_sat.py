@@ -279,3 +279,17 @@ def test_a_misspelt_config_override_is_refused(built, tmp_path):
 
     with pytest.raises(InputError, match="sample_heigth"):
         sat_to_diffusers(built("sat", "2b"), tmp_path / "out", config={"sample_heigth": 8}, dry_run=True)
+
+
+def test_component_folders_convert_one_by_one_and_t5_tokenizer_can_be_given(built, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    pipe = built("pipe", "1.5")
+    diffusers_to_sat(pipe / "transformer", tmp_path / "sat", progress=False)
+    diffusers_to_sat(pipe / "vae", tmp_path / "sat", progress=False)
+    assert sorted(p.name for p in (tmp_path / "sat").iterdir()) == ["transformer", "vae"]
+    report = sat_to_diffusers(tmp_path / "sat", tmp_path / "hf", t5=pipe / "text_encoder", tokenizer=pipe / "tokenizer",
+                              config=tc.TINY_SAMPLE_CONFIG, progress=False)
+    assert report["pipeline"] == "CogVideoXPipeline"
+    loaded = DiffusionPipeline.from_pretrained(tmp_path / "hf")
+    assert loaded.vae.config.invert_scale_latents is True and loaded.transformer.config.patch_size_t == 2

@@ -218,11 +218,11 @@ def _diffusers_components(src: str) -> dict[str, Any]:
     ckpt = open_checkpoint(src)
     if ckpt.format == "diffusers-pipeline":
         return dict(ckpt.components)
-    if ckpt.format in ("diffusers-model", "weights-folder") or "model" in ckpt.components:
-        store = ckpt.components["model"]
-        for component in ("transformer", "vae"):
-            if identify(store, family="cogvideox", component=component, fmt="diffusers") is not None:
-                return {component: store}
+    if len(ckpt.components) == 1:  # one model folder or file: which component is it?
+        (store,) = ckpt.components.values()
+        ident = identify(store)  # by the declared signatures
+        if ident is not None and ident.table.family in ("cogvideox", "t5") and ident.table.format != "sat":
+            return {ident.table.component: store}
     raise InputError(f"not a CogVideoX Diffusers pipeline or model folder (found {ckpt.format})", path=src)
 
 

@@ -41,7 +41,8 @@ def command(diffusers_dir, output, iteration, dry_run, as_json, overwrite) -> No
         click.echo(json.dumps(report, indent=2, default=str))
         return
     verb = "would write" if dry_run else "wrote"
-    click.echo(f"CogVideoX {report.get('variant', '')}: {verb} {output}")
+    what = f"CogVideoX {report['variant']}" if "variant" in report else "CogVideoX"
+    click.echo(f"{what}: {verb} {output}")
     for name, comp in report["components"].items():
         click.echo(f"  {name:13s} {comp['tensors']} tensors, {comp['total_bytes'] / 1e6:.1f} MB")
         for item in comp.get("regenerated", []) + comp.get("omitted", []):
