@@ -33,7 +33,7 @@ def _weights(o, x, qw, super_block: int):
         xs = o.cols(x, 32)
         return xs, xs * xs
     xsb = o.cols(x, super_block)
-    sigma2 = o.sum0(xsb * xsb) * (2.0 / super_block)
+    sigma2 = o.dot0(xsb, xsb) * (2.0 / super_block)
     if super_block == 32:
         xs = xsb
         qws = o.cols(o.bcast(qw[None, :], x.shape), 32)
@@ -52,7 +52,7 @@ def _xs_weights(o, x, qw, sigma2):
 def _sums(o, kvf, xs, w, idx):
     q = o.take(kvf, idx)
     wq = w * q
-    return o.sum0(wq * xs), o.sum0(wq * q)
+    return o.dot0(wq, xs), o.dot0(wq, q)
 
 
 def _subblock_scales(o, xs, w):

@@ -19,7 +19,7 @@ QK_K = 256
 def superblock_sigma2(o, x, factor: float):
     """``factor * sum(x*x) / 256`` per super-block, sum left to right: shape ``(nsb,)``."""
     x256 = o.cols(x, QK_K)
-    return o.div(factor * o.sum0(x256 * x256), float(QK_K))
+    return o.div(factor * o.dot0(x256, x256), float(QK_K))
 
 
 def imatrix_weights(o, x, qw, sigma2, n: int):
@@ -82,7 +82,7 @@ def _pack_q5_qh(o, L):
 def _encode_q45(o, x, qw, nmax: int, rmin: float, nstep: int):
     xs = o.cols(x, 32)
     if qw is None:
-        sum_x2 = o.sum0(xs * xs)
+        sum_x2 = o.dot0(xs, xs)
         av_x = o.sqrt(o.div(sum_x2, 32.0))
         w = av_x + o.abs(xs)
         scales, mins, L = make_qkx_quants(o, xs, w, nmax, rmin, 0.1, nstep, False)

@@ -68,7 +68,7 @@ def _c_int(o, v):
 def _row_sigma2(o, x):
     """``sum_x2/n_per_row`` with the sum taken left to right over each row."""
     xt = o.rows(x)
-    return o.div(o.sum0(xt * xt), float(x.shape[1]))
+    return o.div(o.dot0(xt, xt), float(x.shape[1]))
 
 
 def _weights(o, x, qw):

@@ -23,6 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 _MAGIC = np.float32(12582912.0)  # 1.5 * 2**23, ggml-quants.c nearest_int
+# The clip ufunc itself: np.clip's Python wrapper costs more than the clip on 64 K floats.
+_clip = getattr(getattr(np, "_core", None), "umath", None)
+_clip = getattr(_clip, "clip", np.clip)
 
 
 def f32c(value: float) -> float:
@@ -123,7 +126,7 @@ class NumpyOps:
 
     @staticmethod
     def clip(a, lo, hi):
-        return np.clip(a, lo, hi)
+        return _clip(a, lo, hi)
 
     @staticmethod
     def minimum(a, b):
@@ -172,6 +175,18 @@ class NumpyOps:
     def sum0(a):
         """Left-to-right float32 sum over axis 0, starting from +0 like ``float s = 0``."""
         return np.add.reduce(a, axis=0)
+
+    @staticmethod
+    def dot0(a, b):
+        """``sum0(a * b)``: products rounded to float32, then added left to right.
+
+        One ``einsum`` pass instead of two when this numpy build's einsum evaluates it
+        that way (checked once by :func:`_einsum_is_exact`; a build whose einsum fuses
+        the multiply-add, as on aarch64, falls back to the two passes).
+        """
+        if _EINSUM_EXACT and a.flags.c_contiguous and b.flags.c_contiguous and a.shape == b.shape:
+            return np.einsum("ij,ij->j", a, b)
+        return np.add.reduce(a * b, axis=0)
 
     @staticmethod
     def max0(a):
@@ -223,4 +238,23 @@ class NumpyOps:
         return np.errstate(all="ignore")
 
 
+def _einsum_is_exact() -> bool:
+    """Whether ``einsum('ij,ij->j')`` equals the float32 multiply-then-add loop.
+
+    Probed on values whose products are inexact and whose sums cancel, so an FMA or a
+    reordered sum would show up in a large share of the 8192 results.
+    """
+    rng = np.random.default_rng(12345)
+    a = (rng.standard_normal((32, 8192)) * np.exp(rng.uniform(-6, 6, (32, 1)))).astype(np.float32)
+    b = (rng.standard_normal((32, 8192)) * 7.3).astype(np.float32)
+    acc = np.zeros(8192, np.float32)
+    for i in range(32):
+        acc = acc + a[i] * b[i]
+    try:
+        return bool(np.array_equal(np.einsum("ij,ij->j", a, b).view(np.int32), acc.view(np.int32)))
+    except Exception:  # pragma: no cover - any failure means: do not use it
+        return False
+
+
+_EINSUM_EXACT = _einsum_is_exact()
 NUMPY = NumpyOps()

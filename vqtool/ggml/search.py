@@ -30,8 +30,8 @@ def make_qx_quants(o, x, nmax: int, w):
     with o.errstate():
         iscale = o.div(f32c(-nmax), vmax)
         L = o.clip(o.rint(iscale * x), -nmax, nmax - 1)
-        sumlx = o.sum0(wx * L)
-        suml2 = o.sum0(w * L * L)
+        sumlx = o.dot0(wx, L)
+        suml2 = o.dot0(w * L, L)
         scale = o.where(suml2 != 0, sumlx / suml2, 0.0)
         best = scale * sumlx
         # C recomputes L whenever a candidate wins; keeping the winning iscale and
@@ -42,8 +42,8 @@ def make_qx_quants(o, x, nmax: int, w):
                 continue
             iscale = o.div(-f32_add(nmax, f32_mul(0.1, step)), vmax)
             Lc = o.clip(o.rint(iscale * x), -nmax, nmax - 1)
-            slx = o.sum0(wx * Lc)
-            sl2 = o.sum0(w * Lc * Lc)
+            slx = o.dot0(wx, Lc)
+            sl2 = o.dot0(w * Lc, Lc)
             take = (sl2 > 0) & (slx * slx > best * sl2)
             best_iscale = o.where(take, iscale, best_iscale)
             scale = o.where(take, slx / sl2, scale)
@@ -65,8 +65,8 @@ def make_q3_quants(o, x, nmax: int):
     with o.errstate():
         iscale = o.div(f32c(-nmax), vmax)
         L = o.clip(o.rint(iscale * x), -nmax, nmax - 1)
-        sumlx = o.sum0(wx * L)
-        suml2 = o.sum0(w * L * L)
+        sumlx = o.dot0(wx, L)
+        suml2 = o.dot0(w * L, L)
         Lr = [L[i] for i in range(n)]
         # A sweep that changes nothing leaves the state unchanged, so running all five
         # sweeps gives the same result as C's early exit.
@@ -99,7 +99,7 @@ def make_qkx_quants(o, x, w, nmax: int, rmin: float, rdelta: float, nstep: int, 
     vmin = o.min0(x)
     vmax = o.max0(x)
     sum_w = o.sum0(w)
-    sum_x = o.sum0(w * x)
+    sum_x = o.dot0(w, x)
     vmin = o.where(vmin > 0, 0.0, vmin)
     flat = vmax == vmin
 
@@ -111,7 +111,7 @@ def make_qkx_quants(o, x, w, nmax: int, rmin: float, rdelta: float, nstep: int, 
         scale = o.div(1.0, iscale)
         iscale = _finite_or_zero(o, iscale)
         L = o.clip(o.rint(iscale * (x - vmin)), 0, nmax)
-        best = o.sum0(w * error(scale * L + vmin - x))
+        best = o.dot0(w, error(scale * L + vmin - x))
         # The winning levels are rebuilt once at the end from the winning step's
         # iscale and the min it was computed with: the same arithmetic C does.
         L_iscale, L_vmin = iscale, vmin
@@ -121,15 +121,15 @@ def make_qkx_quants(o, x, w, nmax: int, rmin: float, rdelta: float, nstep: int, 
             La = o.clip(o.rint(iscale * (x - vmin)), 0, nmax)
             wl = w * La
             sum_l = o.sum0(wl)
-            sum_l2 = o.sum0(wl * La)
-            sum_xl = o.sum0(wl * x)
+            sum_l2 = o.dot0(wl, La)
+            sum_xl = o.dot0(wl, x)
             D = sum_w * sum_l2 - sum_l * sum_l
             this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
             this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
             pos = this_min > 0
             this_scale = o.where(pos, sum_xl / sum_l2, this_scale)
             this_min = o.where(pos, 0.0, this_min)
-            mad = o.sum0(w * error(this_scale * La + this_min - x))
+            mad = o.dot0(w, error(this_scale * La + this_min - x))
             take = (D > 0) & (mad < best)
             L_iscale = o.where(take, iscale, L_iscale)
             L_vmin = o.where(take, vmin, L_vmin)
@@ -155,7 +155,7 @@ def make_qp_quants(o, x, nmax: int, qw):
         L0 = _wrap_u8(o, o.nint(iscale * x))
         scale = o.div(1.0, iscale)
         diff = x - scale * L0
-        best = o.sum0(qw * diff * diff)
+        best = o.dot0(qw * diff, diff)
         for step in range(-4, 5):
             if step == 0:
                 continue
@@ -163,14 +163,14 @@ def make_qp_quants(o, x, nmax: int, qw):
             sc = o.div(1.0, is_)
             lq = o.minimum(o.nint(is_ * x), nmax)
             diff = x - sc * lq
-            mse = o.sum0(qw * diff * diff)
+            mse = o.dot0(qw * diff, diff)
             take = mse < best
             best = o.where(take, mse, best)
             iscale = o.where(take, is_, iscale)
         lq = o.minimum(o.nint(iscale * x), nmax)
         wx = qw * x
-        sumlx = o.sum0(wx * lq)
-        suml2 = o.sum0(qw * lq * lq)
+        sumlx = o.dot0(wx, lq)
+        suml2 = o.dot0(qw * lq, lq)
         Lr = [_wrap_u8(o, lq[i]) for i in range(n)]
         for _ in range(5):
             for i in range(n):

@@ -146,6 +146,9 @@ class TorchOps:
             return torch.cumsum(a, dim=0)[-1] + 0.0
         return loop_sum0(a)
 
+    def dot0(self, a, b):
+        return self.sum0(a * b)
+
     @staticmethod
     def max0(a):
         return torch.gather(a, 0, a.argmax(dim=0, keepdim=True))[0]
