@@ -95,3 +95,16 @@ def test_sqrt_and_division_are_correctly_rounded(o):
 def test_bf16_rounds_to_nearest_even_and_keeps_subnormals():
     u = np.array([0x3F808000, 0x3F818000, 0x3F808001, 0x00000001, 0x80010000], np.uint32)
     assert to_bf16_bits(u.view(np.float32)).tolist() == [0x3F80, 0x3F82, 0x3F81, 0x0000, 0x8001]
+
+
+@pytest.mark.parametrize("o", BACKENDS, ids=lambda o: o.name)
+def test_dot0_rounds_each_product_then_adds_in_order(o):
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal((32, 300)) * np.exp(rng.uniform(-8, 8, (32, 1)))).astype(np.float32)
+    b = (rng.standard_normal((32, 300)) * 7.3).astype(np.float32)
+    acc = np.zeros(300, np.float32)
+    for i in range(32):
+        acc = acc + a[i] * b[i]
+    assert np.array_equal(o.to_numpy(o.dot0(_as(o, a), _as(o, b))), acc)
+    if o is NUMPY:  # the non-contiguous fallback path
+        assert np.array_equal(o.dot0(a[:, ::1], np.asfortranarray(b)), acc)
