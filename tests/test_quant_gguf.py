@@ -255,3 +255,14 @@ def test_wan_files_meet_the_comfyui_gguf_loader_contract(tmp_path, policy):
             assert t.tensor_type.name == "F32", name
     assert tensors["vace_patch_embedding.weight"].tensor_type.name == "F32"
     assert tensors["patch_embedding.weight"].tensor_type.name == "F32"
+
+
+def test_output_gets_normal_file_permissions(tmp_path):
+    model = wan.build_transformer("t2v", seed=12)
+    src = wan.write_transformer(model, tmp_path, "original")
+    umask = os.umask(0o022)
+    try:
+        quantize_model(str(src), [("q8_0", str(tmp_path / "p.gguf"))], progress=False)
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "p.gguf").stat().st_mode & 0o777 == 0o644

@@ -43,6 +43,9 @@ class GGUFOut:
             raise VqtoolError(f"cannot create output folder {folder}: {exc.strerror}") from None
         fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".", suffix=".partial", dir=folder)
         os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600; the finished file gets normal permissions
         import gguf
 
         self._gguf = gguf
