@@ -191,12 +191,12 @@ class NumpyOps:
     @staticmethod
     def max0(a):
         """Max along axis 0; the first of equal values, so ``-0.0`` vs ``+0.0`` follows C."""
-        return np.take_along_axis(a, a.argmax(axis=0)[None], axis=0)[0]
+        return _first_extreme(a, a.max(axis=0), np.argmax)
 
     @staticmethod
     def min0(a):
         """Min along axis 0, first of equal values (C's ``if (x[i] < min) min = x[i]``)."""
-        return np.take_along_axis(a, a.argmin(axis=0)[None], axis=0)[0]
+        return _first_extreme(a, a.min(axis=0), np.argmin)
 
     @staticmethod
     def maxabs0(a):
@@ -206,9 +206,15 @@ class NumpyOps:
         ``amax = max = 0``: all-zero columns give ``(+0, +0)``.
         """
         ab = np.abs(a)
-        idx = ab.argmax(axis=0)
-        amax = np.take_along_axis(ab, idx[None], axis=0)[0]
-        val = np.take_along_axis(a, idx[None], axis=0)[0]
+        amax = ab.max(axis=0)
+        has_neg = (a == -amax).any(axis=0)
+        val = np.where(has_neg, -amax, amax)
+        # Only a column holding both +amax and -amax needs the first one's sign; argmax
+        # along axis 0 is slow, so it runs on those columns alone.
+        both = np.flatnonzero(has_neg & (a == amax).any(axis=0) & (amax > 0))
+        if both.size:
+            sub = a[:, both]
+            val[both] = np.take_along_axis(sub, np.abs(sub).argmax(axis=0)[None], axis=0)[0]
         return np.where(amax > 0, val, np.float32(0)), amax
 
     @staticmethod
@@ -236,6 +242,17 @@ class NumpyOps:
     def errstate():
         """Context that silences the divide-by-zero/invalid warnings C also ignores."""
         return np.errstate(all="ignore")
+
+
+def _first_extreme(a, m, arg):
+    """``m`` (a max or min along axis 0), with a zero's sign taken from its first
+    occurrence: the one case where equal float values differ (+0.0 and -0.0)."""
+    zero = np.flatnonzero(m == 0)
+    if zero.size:
+        sub = a[:, zero]
+        m = m.copy()
+        m[zero] = np.take_along_axis(sub, arg(sub, axis=0)[None], axis=0)[0]
+    return m
 
 
 def _einsum_is_exact() -> bool:
