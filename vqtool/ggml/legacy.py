@@ -18,43 +18,42 @@ QK = 32
 
 
 def _pack_nibbles(o, q):
-    """``(S, 32)`` levels -> ``(S, 16)`` bytes: element j low nibble, j+16 high nibble."""
+    """Levels as columns ``(32, S)`` -> ``(S, 16)`` bytes: element j in the low nibble,
+    element j+16 in the high nibble."""
     q = o.i32(q)
-    return o.u8((q[:, :16] & 15) | ((q[:, 16:] & 15) << 4))
+    return o.u8(o.rows((q[:16] & 15) | ((q[16:] & 15) << 4)))
 
 
 def _pack_qh(o, q):
-    """5th bits of ``(S, 32)`` levels as the little-endian u32 ``qh`` -> ``(S, 4)`` bytes."""
+    """5th bits of ``(32, S)`` levels as the little-endian u32 ``qh`` -> ``(S, 4)`` bytes."""
     hi = (o.i32(q) >> 4) & 1
     parts = []
     for byte in range(4):
-        acc = hi[:, 8 * byte]
+        acc = hi[8 * byte]
         for bit in range(1, 8):
-            acc = acc | (hi[:, 8 * byte + bit] << bit)
-        parts.append(acc[:, None])
-    return o.u8(o.cat(parts, axis=1))
+            acc = acc | (hi[8 * byte + bit] << bit)
+        parts.append(acc[None])
+    return o.u8(o.rows(o.cat(parts, axis=0)))
 
 
 def _sym_ref(o, x, nlev: int):
     """Q4_0/Q5_0 ref: ``d = max/-nlev``, ``q = min(2*nlev-1, (int)(x*id + nlev+0.5))``."""
-    xb = x.reshape(-1, QK)
-    vmax, _ = o.maxabs0(xb.T)
-    with o.errstate():
-        d = o.div(vmax, float(-nlev))
-        inv = o.where(d != 0, o.div(1.0, d), 0.0)
-    q = o.minimum(_c_int(o, xb * inv[:, None] + (nlev + 0.5)), 2 * nlev - 1)
+    xs = o.cols(x, QK)
+    vmax, _ = o.maxabs0(xs)
+    d = o.div(vmax, float(-nlev))
+    inv = o.where(d != 0, o.div(1.0, d), 0.0)
+    q = o.minimum(_c_int(o, xs * inv + (nlev + 0.5)), 2 * nlev - 1)
     return d, q
 
 
 def _asym_ref(o, x, nmax: int):
     """Q4_1/Q5_1 ref: ``d = (max-min)/nmax``, ``q = (int)((x-min)*id + 0.5f)``."""
-    xb = x.reshape(-1, QK)
-    vmin = o.min0(xb.T)
-    vmax = o.max0(xb.T)
-    with o.errstate():
-        d = o.div(vmax - vmin, float(nmax))
-        inv = o.where(d != 0, o.div(1.0, d), 0.0)
-    q = _c_int(o, (xb - vmin[:, None]) * inv[:, None] + 0.5)
+    xs = o.cols(x, QK)
+    vmin = o.min0(xs)
+    vmax = o.max0(xs)
+    d = o.div(vmax - vmin, float(nmax))
+    inv = o.where(d != 0, o.div(1.0, d), 0.0)
+    q = _c_int(o, (xs - vmin) * inv + 0.5)
     return d, vmin, q
 
 
@@ -85,8 +84,7 @@ def encode_q4_0(o, x, qw=None):
         d, q = _sym_ref(o, x, 8)
     else:
         xs, w = _weights(o, x, qw)
-        d, L = make_qx_quants(o, xs, 8, w)
-        q = o.rows(L)
+        d, q = make_qx_quants(o, xs, 8, w)
     return o.cat([o.fp16_bytes(d), _pack_nibbles(o, q)])
 
 
@@ -95,15 +93,14 @@ def encode_q5_0(o, x, qw=None):
         d, q = _sym_ref(o, x, 16)
     else:
         xs, w = _weights(o, x, qw)
-        d, L = make_qx_quants(o, xs, 16, w)
-        q = o.rows(L)
+        d, q = make_qx_quants(o, xs, 16, w)
     return o.cat([o.fp16_bytes(d), _pack_qh(o, q), _pack_nibbles(o, q)])
 
 
 def _asym_impl(o, x, qw, nmax):
     xs, w = _weights(o, x, qw)
     d, the_min, L = make_qkx_quants(o, xs, w, nmax, -0.9, 0.05, 36, False)
-    return d, -the_min, o.rows(L)
+    return d, -the_min, L
 
 
 def encode_q4_1(o, x, qw=None):
@@ -125,15 +122,14 @@ def encode_q5_1(o, x, qw=None):
 
 def encode_q8_0(o, x, qw=None):
     """``quantize_row_q8_0_ref``: ``d = amax/127``, ``q = roundf(x*id)`` (half away from 0)."""
-    xb = x.reshape(-1, QK)
-    _, amax = o.maxabs0(xb.T)
-    with o.errstate():
-        d = o.div(amax, 127.0)
-        inv = o.where(d != 0, o.div(1.0, d), 0.0)
-    v = xb * inv[:, None]
+    xs = o.cols(x, QK)
+    amax = o.max0(o.abs(xs))
+    d = o.div(amax, 127.0)
+    inv = o.where(d != 0, o.div(1.0, d), 0.0)
+    v = xs * inv
     a = o.abs(v)
     fl = o.floor(a)
     # roundf without the |v|+0.5 double rounding: floor(a) + floor(2*(a - floor(a)))
     r = o.sign(v) * (fl + o.floor(2.0 * (a - fl)))
     q = o.i32(_c_int(o, r)) & 255
-    return o.cat([o.fp16_bytes(d), o.u8(q)])
+    return o.cat([o.fp16_bytes(d), o.u8(o.rows(q))])
