@@ -63,8 +63,8 @@ from vqtool.errors import MappingError
 from vqtool.graph import BLOCK_KINDS, Role
 from vqtool.mapping.patterns import Pattern
 
-# Folders under mappings/ that hold other data (quantization policies), not mapping tables.
-NON_MAPPING_DIRS = frozenset({"policies"})
+# Folders under mappings/ that hold other data (quantization policies, LoRA naming), not mapping tables.
+NON_MAPPING_DIRS = frozenset({"policies", "lora"})
 
 
 @dataclass(frozen=True)
