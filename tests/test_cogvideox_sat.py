@@ -293,3 +293,14 @@ def test_component_folders_convert_one_by_one_and_t5_tokenizer_can_be_given(buil
     assert report["pipeline"] == "CogVideoXPipeline"
     loaded = DiffusionPipeline.from_pretrained(tmp_path / "hf")
     assert loaded.vae.config.invert_scale_latents is True and loaded.transformer.config.patch_size_t == 2
+
+
+def test_hf2sat_reads_the_components_only_folder_sat2hf_writes_without_t5(built, tmp_path):
+    pipe = built("pipe", "5b")
+    diffusers_to_sat(pipe / "transformer", tmp_path / "sat", progress=False)
+    report = sat_to_diffusers(tmp_path / "sat", tmp_path / "hf", config=tc.TINY_SAMPLE_CONFIG, progress=False)
+    assert report["pipeline"] is None and sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["transformer"]
+    back = diffusers_to_sat(tmp_path / "hf", tmp_path / "back", progress=False)
+    assert back["variant"] == "5b"
+    a, b = _sat_transformer(tmp_path / "sat"), _sat_transformer(tmp_path / "back")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

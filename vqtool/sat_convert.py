@@ -212,9 +212,20 @@ def _write_pipeline_files(out: str, variant: str, pipeline_class: str, overwrite
     _write_text(os.path.join(out, "model_index.json"), json.dumps(index, indent=2) + "\n", overwrite)
 
 
+COMPONENT_FOLDERS = ("transformer", "vae", "text_encoder")
+
+
 def _diffusers_components(src: str) -> dict[str, Any]:
+    """Component stores of a pipeline folder, of sat2hf's components-only output (``transformer/``,
+    ``vae/``, ... without ``model_index.json``), or of one model folder (recognised by its signature)."""
     from vqtool.io import open_checkpoint
 
+    subfolders = [os.path.join(src, c) for c in COMPONENT_FOLDERS if os.path.isdir(os.path.join(src, c))]
+    if not os.path.isfile(os.path.join(src, "model_index.json")) and subfolders:
+        comps: dict[str, Any] = {}
+        for sub in subfolders:
+            comps.update(_diffusers_components(sub))
+        return comps
     ckpt = open_checkpoint(src)
     if ckpt.format == "diffusers-pipeline":
         return dict(ckpt.components)
