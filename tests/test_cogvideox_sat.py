@@ -165,6 +165,12 @@ def test_full_finetune_checkpoint_splits_t5_and_vae_by_prefix(built, tmp_path):
     reference = tc.build_t5(2).state_dict()
     assert all(torch.equal(t5[k], reference[k]) for k in t5) and "shared.weight" in t5
     assert report["components"]["text_encoder"]["ignored"][0]["name"] == "encoder.embed_tokens.weight"
+    from transformers import T5EncoderModel  # the config.json derived from shapes loads and computes the same
+
+    ids = torch.tensor([[5, 6, 7, 1]])
+    with torch.no_grad():
+        got = T5EncoderModel.from_pretrained(tmp_path / "hf" / "text_encoder").eval()(ids).last_hidden_state
+        assert torch.equal(got, tc.build_t5(2)(ids).last_hidden_state)
 
 
 def test_conditioner_keys_never_become_transformer_keys():

@@ -70,7 +70,7 @@ TINY_VAE: dict[str, Any] = dict(block_out_channels=(32, 32, 64, 64), layers_per_
                                 norm_num_groups=32, sample_height=32, sample_width=32)
 
 TINY_T5: dict[str, Any] = dict(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                               relative_attention_num_buckets=8, relative_attention_max_distance=16,
+                               relative_attention_num_buckets=8, relative_attention_max_distance=128,
                                feed_forward_proj="gated-gelu", dropout_rate=0.0, is_encoder_decoder=False,
                                tie_word_embeddings=False)
 
