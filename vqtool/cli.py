@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "dequantize": ("dequantize", "command", "Turn a GGUF file back into full-precision safetensors."),
     "sat2hf": ("sat2hf", "command", "Convert a CogVideoX SAT folder to Diffusers (components or a full pipeline)."),
     "hf2sat": ("hf2sat", "command", "Convert a CogVideoX Diffusers folder to the SAT checkpoint layout."),
+    "upload": ("upload", "command", "Publish a folder of variants to the Hugging Face Hub with a generated model card."),
+    "family": ("family", "command", "Quantize a whole set of variants in one pass, validate them, write the card."),
     "lora": ("lora", "command", "LoRA adapters: export CogVideoX SAT LoRAs, extract LoRAs from fine-tunes."),
 }
 

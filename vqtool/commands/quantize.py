@@ -16,6 +16,7 @@ Examples:
       --override 'role:ffn.down=Q6_K' -o custom.gguf
   vqtool quantize model.safetensors --policy my-policy.toml --imatrix imatrix.gguf -o out.gguf
   vqtool policies                                                               # what each policy keeps
+  vqtool quantize Wan2.1-T2V-1.3B/ --format torchao --policy int8-weight-only -o wan-int8/   # Diffusers + torchao
 """
 
 
@@ -55,12 +56,25 @@ def output_paths(src: str, policies: list[str], out: str | None) -> list[tuple[s
 @click.option("--device", default="cpu", show_default=True, help="Where to encode: cpu or cuda.")
 @click.option("--threads", type=int, help="CPU threads for encoding (default: all cores).")
 @click.option("--no-hash", is_flag=True, help="Skip hashing the source files into the metadata.")
-def command(src, policy, out, component, overrides, imatrix, dry_run, tensors, as_json, overwrite, device, threads, no_hash):
+@click.option("--format", "fmt", type=click.Choice(["gguf", "torchao"]), default="gguf", show_default=True,
+              help="torchao: a Diffusers folder quantized with torchao (policies int8-weight-only, int8-dynamic, "
+                   "float8-weight-only, float8-dynamic, int4-weight-only; mappings/policies/40-torchao.toml).")
+@click.option("--torchao-dtype", default="bf16", show_default=True, type=click.Choice(["bf16", "f16", "f32"]),
+              help="With --format torchao: dtype of unquantized weights and activations.")
+def command(src, policy, out, component, overrides, imatrix, dry_run, tensors, as_json, overwrite, device, threads, no_hash,
+            fmt, torchao_dtype):
     """Quantize the transformer in SRC (any format vqtool reads) to GGUF with
     per-layer mixed-precision POLICY. Several comma-separated policies read
     each source tensor once. Files load in ComfyUI-GGUF and diffusers
     (`from_single_file` + GGUFQuantizationConfig) for Wan; CogVideoX files
     load with vqtool's own loader."""
+    if fmt == "torchao":  # publishing's torchao export (vqtool/publish/torchao_export.py)
+        from vqtool.publish.torchao_export import quantize_command
+
+        click.echo(quantize_command(src, policy, out, component=component, dtype=torchao_dtype, device=device,
+                                    overwrite=overwrite, dry_run=dry_run, as_json=as_json, hash_sources=not no_hash,
+                                    unsupported={"--override": overrides, "--imatrix": imatrix, "--tensors": tensors}))
+        return
     from vqtool.io import open_store
     from vqtool.quant.report import render_plan
     from vqtool.quant.run import plan_policies, quantize_model

@@ -23,98 +23,16 @@ import os
 import shutil
 import tempfile
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vqtool.errors import InputError, OutputExistsError, PolicyError
+from vqtool.publish.torchao_policy import (DTYPES, TorchaoPolicy, get_torchao_policy, torchao_policies,  # noqa: F401
+                                           torchao_version, type_label)
 
 log = logging.getLogger(__name__)
 
 PROVENANCE = "vqtool.json"
-DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "f16": "float16", "float16": "float16",
-          "f32": "float32", "float32": "float32"}
-
-
-@dataclass(frozen=True)
-class TorchaoPolicy:
-    """One ``[[torchao]]`` table: a torchao config class, its arguments, where it runs, what it keeps."""
-
-    name: str
-    config: str
-    description: str = ""
-    args: dict[str, Any] = field(default_factory=dict)
-    devices: tuple[str, ...] = ("cpu", "cuda")
-    keep_roles: tuple[str, ...] | None = None  # None: the roles every GGUF policy keeps
-    source: str = ""
-
-    def make_config(self):
-        """The torchao config object (``torchao.quantization.<config>(**args)``)."""
-        import torchao.quantization as tq
-
-        cls = getattr(tq, self.config, None)
-        if cls is None:
-            raise PolicyError(f"torchao policy {self.name}: torchao has no {self.config} "
-                              f"(installed torchao {_torchao_version()}); see {self.source}")
-        return cls(**self.args)
-
-    def roles_kept(self) -> tuple[str, ...]:
-        if self.keep_roles is not None:
-            return self.keep_roles
-        from vqtool.quant.plan import consumer_keep_roles
-
-        return consumer_keep_roles()
-
-
-def _torchao_version() -> str:
-    from importlib.metadata import version
-
-    return version("torchao")
-
-
-def _policy_from_table(table: dict[str, Any], source: str) -> TorchaoPolicy:
-    allowed = {"name", "config", "description", "args", "devices", "keep_roles"}
-    unknown = set(table) - allowed
-    if unknown:
-        raise PolicyError(f"{source}: torchao policy: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
-    if "name" not in table or "config" not in table:
-        raise PolicyError(f"{source}: a torchao policy needs 'name' and 'config'")
-    keep = table.get("keep_roles")
-    return TorchaoPolicy(
-        name=table["name"], config=table["config"], description=table.get("description", ""),
-        args=dict(table.get("args", {})), devices=tuple(table.get("devices", ("cpu", "cuda"))),
-        keep_roles=tuple(keep) if keep is not None else None, source=source,
-    )
-
-
-_POLICIES: dict[str, TorchaoPolicy] | None = None
-
-
-def torchao_policies() -> dict[str, TorchaoPolicy]:
-    """Every ``[[torchao]]`` table under ``mappings/policies/`` by name; a name defined twice is an error."""
-    global _POLICIES
-    if _POLICIES is None:
-        from vqtool.resources import mappings_dir
-
-        found: dict[str, TorchaoPolicy] = {}
-        for entry in sorted(mappings_dir().joinpath("policies").iterdir(), key=lambda e: e.name):
-            if not entry.name.endswith(".toml"):
-                continue
-            for table in tomllib.loads(entry.read_text(encoding="utf-8")).get("torchao", []):
-                policy = _policy_from_table(table, f"mappings/policies/{entry.name}")
-                if policy.name in found:
-                    raise PolicyError(f"torchao policy {policy.name!r} defined twice "
-                                      f"({found[policy.name].source} and {policy.source})")
-                found[policy.name] = policy
-        _POLICIES = found
-    return _POLICIES
-
-
-def get_torchao_policy(name: str) -> TorchaoPolicy:
-    policies = torchao_policies()
-    if name not in policies:
-        raise PolicyError(f"unknown torchao policy {name!r}; available: {', '.join(policies)}")
-    return policies[name]
 
 
 @dataclass
@@ -143,7 +61,7 @@ class TorchaoExport:
         from vqtool import __version__
 
         return {"format": "torchao", "vqtool_version": __version__, **asdict(self),
-                "bits_per_weight": self.bits_per_weight, "torchao_version": _torchao_version()}
+                "bits_per_weight": self.bits_per_weight, "torchao_version": torchao_version()}
 
 
 def weight_roles(plan, graph) -> dict[str, str]:
@@ -165,9 +83,56 @@ def kept_modules(roles: dict[str, str], keep_roles: tuple[str, ...]) -> dict[str
             if any(fnmatch.fnmatchcase(role, k) for k in keep_roles)}
 
 
-def type_label(config: str) -> str:
-    """A short label for a torchao config class in tables: ``Int8WeightOnlyConfig`` -> ``torchao Int8WeightOnly``."""
-    return "torchao " + config.removesuffix("Config")
+@dataclass
+class TorchaoPlan:
+    """What an export will do, known from headers: the Diffusers class and config, each weight's fate."""
+
+    policy: TorchaoPolicy
+    family: str
+    variant: str
+    params: int
+    config: dict[str, Any]  # the Diffusers config.json diffusers will build the model from
+    roles: dict[str, str]  # Diffusers weight name -> role
+    shapes: dict[str, tuple[int, ...]]
+    kept: dict[str, str]  # module -> role the policy keeps unquantized
+
+    def by_role(self) -> dict[str, dict[str, int]]:
+        """role -> {"quantize": n, "keep": n} over 2-D weights (Linear layers torchao may quantize)."""
+        out: dict[str, dict[str, int]] = {}
+        for name, role in sorted(self.roles.items(), key=lambda kv: kv[1]):
+            if len(self.shapes.get(name, ())) != 2:
+                continue
+            action = "keep" if name[: -len(".weight")] in self.kept else "quantize"
+            row = out.setdefault(role, {"quantize": 0, "keep": 0})
+            row[action] += 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy.name, "config": self.policy.config, "args": self.policy.args,
+                "family": self.family, "variant": self.variant, "class": self.config.get("_class_name"),
+                "params": self.params, "by_role": self.by_role(), "kept_modules": sorted(self.kept)}
+
+
+def plan_torchao(store, policy: str) -> tuple[TorchaoPlan, Any]:
+    """Plan exporting ``store`` with torchao ``policy`` (no tensor read); also returns the Diffusers conversion plan."""
+    from vqtool.mapping import identify, plan_conversion
+
+    pol = get_torchao_policy(policy)
+    ident = identify(store)
+    if ident is None or ident.graph.component != "transformer":
+        raise InputError("torchao export works on transformers vqtool recognises; run `vqtool inspect` on it",
+                         path=store.path)
+    conversion = plan_conversion(store, "diffusers", ident=ident)
+    graph = ident.graph
+    config = dict(conversion.config_json or {})
+    if store.config and store.config.get("_class_name") == config.get("_class_name"):
+        config.update(store.config)
+    if "_class_name" not in config:
+        raise InputError("no Diffusers config for this transformer", path=store.path)
+    roles = weight_roles(conversion, graph)
+    plan = TorchaoPlan(pol, graph.family, graph.variant, graph.num_params(), config, roles,
+                       {t.name: tuple(t.shape) for t in conversion.tensors}, kept_modules(roles, pol.roles_kept()))
+    return plan, conversion
 
 
 def _diffusers_folder(store) -> str | None:
@@ -218,13 +183,11 @@ def export_torchao(src: str | os.PathLike, out: str | os.PathLike, policy: str =
     import torch
 
     from vqtool.io import open_store
-    from vqtool.mapping import identify, plan_conversion
     from vqtool.mapping.writer import write_plan
 
     started = time.perf_counter()
     pol = get_torchao_policy(policy)
-    device_kind = str(device).split(":")[0]
-    if device_kind not in pol.devices:
+    if str(device).split(":")[0] not in pol.devices:
         raise PolicyError(f"torchao policy {pol.name} runs on {', '.join(pol.devices)}, not {device}: "
                           f"{pol.description}")
     if dtype not in DTYPES:
@@ -234,19 +197,9 @@ def export_torchao(src: str | os.PathLike, out: str | os.PathLike, policy: str =
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     with open_store(src, component) as store:
-        ident = identify(store)
-        if ident is None or ident.graph.component != "transformer":
-            raise InputError("torchao export works on transformers vqtool recognises; run `vqtool inspect` on it",
-                             path=os.fspath(src))
-        plan = plan_conversion(store, "diffusers", ident=ident)
-        graph = ident.graph
-        config = dict(plan.config_json or {})
-        if store.config and store.config.get("_class_name") == config.get("_class_name"):
-            config.update(store.config)
-        roles = weight_roles(plan, graph)
-        kept = kept_modules(roles, pol.roles_kept())
-        result = TorchaoExport(out, pol.name, pol.config, graph.family, graph.variant, DTYPES[dtype],
-                               graph.num_params(), kept=kept)
+        plan, conversion = plan_torchao(store, policy)
+        result = TorchaoExport(out, pol.name, pol.config, plan.family, plan.variant, DTYPES[dtype], plan.params,
+                               kept=plan.kept)
         result.source = _source_info(store) if hash_sources else {"format": store.format,
                                                                    "files": [os.path.basename(f) for f in store.files]}
         stage_tmp = None
@@ -256,13 +209,13 @@ def export_torchao(src: str | os.PathLike, out: str | os.PathLike, policy: str =
             if stage is None:
                 stage_tmp = tempfile.mkdtemp(prefix=".vqtool-stage-", dir=parent)
                 log.info("writing a full-precision Diffusers folder for diffusers to load: %s", stage_tmp)
-                write_plan(store, plan, stage_tmp, config_json=config, overwrite=True, progress=False)
+                write_plan(store, conversion, stage_tmp, config_json=plan.config, overwrite=True, progress=False)
                 stage = stage_tmp
-            written = _quantize_and_save(stage, tmp, config["_class_name"], pol, kept,
+            written = _quantize_and_save(stage, tmp, plan.config["_class_name"], pol, plan.kept,
                                          getattr(torch, DTYPES[dtype]), device)
             result.quantized = sorted(n[: -len(".weight")] for n, t in written.items() if t == type_label(pol.config))
-            result.weights = {t.name: {"role": roles[t.name], "shape": list(t.shape), "type": written[t.name]}
-                              for t in plan.tensors if t.name in roles and t.name in written}
+            result.weights = {n: {"role": plan.roles[n], "shape": list(plan.shapes[n]), "type": t}
+                              for n, t in written.items() if n in plan.roles}
             result.file_bytes = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp)
                                     if f.endswith(".safetensors"))
             result.seconds = round(time.perf_counter() - started, 3)
@@ -341,3 +294,47 @@ def load_torchao_transformer(path: str | os.PathLike, *, dtype=None, device: str
         dtype = getattr(torch, prov.get("dtype", "bfloat16"))
     model = getattr(diffusers, class_name).from_pretrained(path, torch_dtype=dtype)
     return model.to(device).eval()
+
+
+def torchao_outputs(src: str, policies: list[str], out: str | None) -> list[tuple[str, str]]:
+    """``(policy, folder)`` per policy: ``-o FOLDER`` (one policy), ``-o DIR`` (several) or a ``{policy}`` template."""
+    from vqtool.publish.family import source_stem
+
+    stem = source_stem(src)
+    if out and "{policy}" in out:
+        return [(p, out.replace("{policy}", p)) for p in policies]
+    if out and len(policies) == 1:
+        return [(policies[0], out)]
+    return [(p, os.path.join(out or ".", f"{stem}-{p}")) for p in policies]
+
+
+def quantize_command(src: str, policy: str, out: str | None, *, component: str | None, dtype: str, device: str,
+                     overwrite: bool, dry_run: bool, as_json: bool, hash_sources: bool,
+                     unsupported: dict[str, Any]) -> str:
+    """``vqtool quantize --format torchao``: export (or plan, with ``dry_run``) and return what to print."""
+    from vqtool.inspect import human_bytes
+    from vqtool.io import open_store
+
+    given = [flag for flag, value in unsupported.items() if value]
+    if given:
+        raise InputError(f"{', '.join(given)} apply to GGUF policies only, not --format torchao")
+    policies = [p.strip() for p in policy.split(",") if p.strip()]
+    targets = torchao_outputs(src, policies, out)
+    if dry_run:
+        with open_store(src, component) as store:
+            plans = [plan_torchao(store, p)[0] for p, _ in targets]
+        if as_json:
+            return json.dumps([{"output": path, **plan.to_dict()} for (_, path), plan in zip(targets, plans)], indent=2)
+        lines = []
+        for (_, path), plan in zip(targets, plans):
+            lines += [f"{path}: {plan.policy.name} ({plan.policy.config}) on {plan.family} {plan.variant} "
+                      f"{plan.config['_class_name']}, dtype {DTYPES[dtype]}"]
+            lines += [f"  {role:<18} quantize {row['quantize']:>3}   keep {row['keep']:>3}"
+                      for role, row in plan.by_role().items()]
+        return "\n".join(lines)
+    results = [export_torchao(src, path, p, component=component, dtype=dtype, device=device, overwrite=overwrite,
+                              hash_sources=hash_sources) for p, path in targets]
+    if as_json:
+        return json.dumps([r.to_dict() for r in results], indent=2)
+    return "\n".join(f"  {r.policy:<18} {human_bytes(r.file_bytes):>10}  {r.bits_per_weight:6.3f} bpw  "
+                     f"{len(r.quantized)} Linear quantized, {r.seconds:.1f} s  {r.path}" for r in results)
