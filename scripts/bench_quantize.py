@@ -45,13 +45,17 @@ w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); 
 
 
 def run_measured(cmd: list[str], label: str) -> dict:
+    import tempfile
+
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - t
-    if status:
-        sys.exit(f"{label} failed (status {status})")
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t
+        if status:
+            err.seek(0)
+            sys.exit(f"{label} failed (status {status}):\n{err.read().decode(errors='replace')[-3000:]}")
     return {"label": label, "seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "stdout": out.decode()}
 
 
