@@ -310,3 +310,13 @@ def test_hf2sat_reads_the_components_only_folder_sat2hf_writes_without_t5(built,
     assert back["variant"] == "5b"
     a, b = _sat_transformer(tmp_path / "sat"), _sat_transformer(tmp_path / "back")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_hf2sat_refuses_an_existing_sat_folder_before_writing(built, tmp_path):
+    pipe = built("pipe", "2b")
+    diffusers_to_sat(pipe / "vae", tmp_path / "sat", progress=False)
+    before = (tmp_path / "sat" / "vae" / "3d-vae.pt").stat().st_mtime_ns
+    with pytest.raises(OutputExistsError, match="3d-vae.pt"):
+        diffusers_to_sat(pipe, tmp_path / "sat", progress=False)
+    assert not (tmp_path / "sat" / "transformer").exists()
+    assert (tmp_path / "sat" / "vae" / "3d-vae.pt").stat().st_mtime_ns == before

@@ -180,8 +180,13 @@ def sat_to_diffusers(sat_dir: str | os.PathLike, out: str | os.PathLike, *, t5: 
         return report
     from vqtool.mapping.writer import write_plan
 
-    if pipeline:
-        _check_free(os.path.join(out, "model_index.json"), overwrite)
+    if not overwrite:  # refuse before writing anything, not after the first component
+        targets = [name for name, *_ in jobs] + (["tokenizer"] if tok_dir else []) + (
+            ["scheduler", "model_index.json"] if pipeline else [])
+        taken = [t for t in targets if os.path.exists(os.path.join(out, t)) and (
+            not os.path.isdir(os.path.join(out, t)) or os.listdir(os.path.join(out, t)))]
+        if taken:
+            raise OutputExistsError(f"{', '.join(taken)} already there; pass --overwrite to replace", path=out)
     for name, store, plan, config_json in jobs:
         result = write_plan(store, plan, os.path.join(out, name), overwrite=overwrite, max_shard_size=max_shard_size,
                             progress=progress, config_json=config_json or plan.config_json)
@@ -278,6 +283,12 @@ def diffusers_to_sat(src: str | os.PathLike, out: str | os.PathLike, *, iteratio
     from vqtool.mapping.plan import iter_converted
     from vqtool.mapping.writer import write_plan
 
+    if not overwrite:  # refuse before writing anything
+        where = {"transformer": os.path.join("transformer", "latest"), "vae": os.path.join("vae", "3d-vae.pt"),
+                 "text_encoder": T5_FOLDER}
+        taken = [where[name] for name, *_ in work if os.path.exists(os.path.join(out, where[name]))]
+        if taken:
+            raise OutputExistsError(f"{', '.join(taken)} already there; pass --overwrite to replace", path=out)
     for name, store, plan, extra in work:
         if name == "transformer":
             items = list(iter_converted(store, plan)) + [(n, t) for n, t, _ in extra]
