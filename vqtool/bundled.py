@@ -50,6 +50,25 @@ def register(recipe: Recipe) -> None:
 register(Recipe("tiny-wan2.1-t2v", "Wan2.1 T2V transformer, 2 blocks, dim 256 (Diffusers folder)", _tiny_wan_t2v))
 
 
+def _tiny_pipeline(name: str) -> Callable[[str], None]:
+    def build(folder: str) -> None:
+        from reference_infer.tiny import save_pipeline  # the reference pipelines' tiny builders
+
+        save_pipeline(name, folder)
+
+    return build
+
+
+# Whole tiny Diffusers pipelines (transformer, VAE, text encoder, tokenizer, scheduler) for validate and demo.
+for _name, _pipe, _what in (
+    ("tiny-wan2.1-t2v-pipeline", "wan-t2v", "Wan2.1 T2V"), ("tiny-wan2.1-i2v-pipeline", "wan-i2v", "Wan2.1 I2V"),
+    ("tiny-wan2.1-vace-pipeline", "wan-vace", "Wan2.1 VACE"),
+    ("tiny-cogvideox-2b-pipeline", "cogvideox-2b", "CogVideoX-2B T2V"),
+    ("tiny-cogvideox-5b-i2v-pipeline", "cogvideox-5b-i2v", "CogVideoX-5B I2V"),
+):
+    register(Recipe(_name, f"{_what} pipeline, tiny and seeded (Diffusers pipeline folder)", _tiny_pipeline(_pipe)))
+
+
 def cache_dir() -> str:
     return os.environ.get("VQTOOL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vqtool")
 

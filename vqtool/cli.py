@@ -29,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "upload": ("upload", "command", "Publish a folder of variants to the Hugging Face Hub with a generated model card."),
     "family": ("family", "command", "Quantize a whole set of variants in one pass, validate them, write the card."),
     "lora": ("lora", "command", "LoRA adapters: export CogVideoX SAT LoRAs, extract LoRAs from fine-tunes."),
+    "validate": ("validate", "command", "Compare quantized transformers with full precision on generated videos."),
+    "check": ("check", "command", "Exit non-zero when a validation report shows a quality regression."),
+    "demo": ("demo", "command", "Quantize the bundled tiny Wan model and validate it end to end (under a minute)."),
 }
 
 EPILOG = """\b
