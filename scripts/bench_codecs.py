@@ -38,20 +38,19 @@ CPU_SECONDS: dict[str, float] = {}
 def _timed(fn, repeat: int, key: str | None = None) -> tuple[float, object]:
     """Best wall time of ``repeat`` runs after one warm-up.
 
-    The CPU time of that best run (all threads of this process) goes to
+    The least CPU time of those runs (all threads of this process) goes to
     ``CPU_SECONDS[key]``: on a shared machine it shows the work per element even
     when other jobs take cores away.
     """
     result = fn()
-    best = float("inf")
+    best = best_cpu = float("inf")
     for _ in range(max(1, repeat)):
         t0, c0 = time.perf_counter(), time.process_time()
         result = fn()
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        if wall < best:
-            best = wall
-            if key:
-                CPU_SECONDS[key] = cpu
+        best = min(best, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    if key:
+        CPU_SECONDS[key] = best_cpu
     return best, result
 
 
