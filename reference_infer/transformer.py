@@ -84,6 +84,9 @@ def describe(path: str | os.PathLike) -> WeightsInfo:
         if store.format == "gguf":
             meta = store.metadata
             info.policy = meta.get("vqtool.policy.name")
+            # What quantize knew from the source's config beats what shapes alone tell (CogVideoX 2B vs 5B).
+            info.family = meta.get("vqtool.family", info.family)
+            info.variant = meta.get("vqtool.variant", info.variant)
             info.metadata = {k: v for k, v in meta.items()
                              if k.startswith(("general.", "vqtool.version", "vqtool.family", "vqtool.variant",
                                               "vqtool.policy.name", "vqtool.source_format"))}

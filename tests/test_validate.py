@@ -18,8 +18,19 @@ SETTINGS = Settings(frames=9, height=32, width=48, steps=3)
 POLICIES = ("f16", "q8_0", "q4_k_m", "q2_k")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: torch's intra-op threads only wait on each other (badly so on a busy machine)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, one_thread):
     import torch
 
     from reference_infer.tiny import save_pipeline
@@ -149,7 +160,7 @@ def test_validate_cli_prints_a_summary_and_rejects_a_mismatched_candidate(run, t
     with pytest.raises(SystemExit) as done:
         main(["validate", "-r", str(run["pipe"]), "-c", run["ggufs"]["q8_0"], "-o", str(tmp_path / "v"),
               "--frames", "5", "--height", "32", "--width", "32", "--steps", "2", "--prompt", "a cat",
-              "--no-weights", "--no-html"])
+              "--no-weights", "--no-html", "--threads", "1"])
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "q8_0" in out and "PSNR" in out and "report.json" in out

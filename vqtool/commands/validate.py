@@ -48,13 +48,14 @@ Examples:
               help="CPU offload: whole models (model) or layer by layer (sequential; lowest VRAM).")
 @click.option("--vae-tiling", is_flag=True, help="Decode the VAE in tiles (less memory at high resolution).")
 @click.option("--vae-slicing", is_flag=True, help="Decode the VAE one video at a time.")
+@click.option("--threads", type=int, help="torch CPU threads (default: torch's; 1 is fastest for tiny models).")
 @click.option("--no-weights", is_flag=True, help="Skip the per-layer weight error table.")
 @click.option("--no-html", is_flag=True, help="Write report.json only.")
 @click.option("--json", "as_json", is_flag=True, help="Print each candidate's summary as JSON.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 def command(reference, candidates, pipeline, out, prompt_list, prompts_file, seeds, frames, height, width, steps,
             guidance, negative_prompt, max_sequence_length, fps, image, control_video, mask, dtype, vae_dtype, device,
-            offload, vae_tiling, vae_slicing, no_weights, no_html, as_json, overwrite):
+            offload, vae_tiling, vae_slicing, threads, no_weights, no_html, as_json, overwrite):
     """Generate videos with the full-precision REFERENCE and with each
     CANDIDATE from the same text embeddings and initial noise, then measure
     PSNR, SSIM, temporal flicker, the latent error at each step and the
@@ -73,7 +74,7 @@ def command(reference, candidates, pipeline, out, prompt_list, prompts_file, see
                       seeds=list(seeds) or [0], settings=settings, dtype=dtype, vae_dtype=vae_dtype, device=device,
                       memory=MemoryOptions(offload=offload, vae_tiling=vae_tiling, vae_slicing=vae_slicing),
                       image=image, control_video=control_video, mask=mask, weights=not no_weights,
-                      html=not no_html, overwrite=overwrite, progress=not as_json)
+                      html=not no_html, overwrite=overwrite, threads=threads, progress=not as_json)
     if as_json:
         click.echo(json.dumps({c["name"]: c["summary"] for c in report["candidates"]}, indent=2))
         return

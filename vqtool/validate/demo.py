@@ -46,7 +46,7 @@ def run_demo(out: str = "vqtool-demo", *, policies: tuple[str, ...] = POLICIES, 
     v_started = time.perf_counter()
     report = validate(src, [path for _, path in targets], os.path.join(out, "report"),
                       prompts=list(BUILTIN_PROMPTS[:PROMPT_COUNT]), seeds=[0], settings=settings, html=html,
-                      overwrite=overwrite, progress=progress)
+                      overwrite=overwrite, threads=1, progress=progress)
     report["demo"] = {"out": out, "quantize_seconds": round(quantize_seconds, 2),
                       "validate_seconds": round(time.perf_counter() - v_started, 2),
                       "seconds": round(time.perf_counter() - started, 2),

@@ -83,14 +83,32 @@ def validate(reference: str, candidates: list[str], out: str, *, pipeline: str |
              prompts: list[str] | None = None, seeds: list[int] = (0,), settings: Settings = Settings(),
              dtype: str = "auto", vae_dtype: str = "f32", device: str = "cpu", memory: MemoryOptions = MemoryOptions(),
              image: str | None = None, control_video: str | None = None, mask: str | None = None,
-             weights: bool = True, html: bool = True, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+             weights: bool = True, html: bool = True, overwrite: bool = False, threads: int | None = None,
+             progress: bool = True) -> dict[str, Any]:
     """Generate reference videos from ``reference`` and compare each of ``candidates`` with them.
 
     ``reference``: full-precision transformer weights in any format vqtool reads (or a pipeline
     folder holding them). ``pipeline``: the Diffusers pipeline folder that gives the text encoder,
-    VAE, tokenizer and scheduler (default: ``reference`` itself). Returns the report (also written
-    to ``out/report.json``).
+    VAE, tokenizer and scheduler (default: ``reference`` itself). ``threads``: torch CPU threads
+    for the run (1 is fastest for tiny models: intra-op threads then only wait on each other).
+    Returns the report (also written to ``out/report.json``).
     """
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _validate(reference, candidates, out, pipeline=pipeline, prompts=prompts, seeds=seeds,
+                         settings=settings, dtype=dtype, vae_dtype=vae_dtype, device=device, memory=memory,
+                         image=image, control_video=control_video, mask=mask, weights=weights, html=html,
+                         overwrite=overwrite, progress=progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _validate(reference, candidates, out, *, pipeline, prompts, seeds, settings, dtype, vae_dtype, device, memory,
+              image, control_video, mask, weights, html, overwrite, progress) -> dict[str, Any]:
     import numpy as np
     from tqdm import tqdm
 
