@@ -15,6 +15,7 @@ Examples:
   vqtool quantize model.safetensors --policy q4_k_m --override 'blocks.0.*=Q8_0' \\
       --override 'role:ffn.down=Q6_K' -o custom.gguf
   vqtool quantize model.safetensors --policy my-policy.toml --imatrix imatrix.gguf -o out.gguf
+  vqtool quantize model.safetensors --policy q4_k_m --recovery-rank 32 -o out.gguf    # + out.recovery-r32.safetensors
   vqtool policies                                                               # what each policy keeps
   vqtool quantize Wan2.1-T2V-1.3B/ --format torchao --policy int8-weight-only -o wan-int8/   # Diffusers + torchao
 """
@@ -61,8 +62,13 @@ def output_paths(src: str, policies: list[str], out: str | None) -> list[tuple[s
                    "float8-weight-only, float8-dynamic, int4-weight-only; mappings/policies/40-torchao.toml).")
 @click.option("--torchao-dtype", default="bf16", show_default=True, type=click.Choice(["bf16", "f16", "f32"]),
               help="With --format torchao: dtype of unquantized weights and activations.")
+@click.option("--recovery-rank", type=int, metavar="R",
+              help="Also write a rank-R LoRA approximating each quantized layer's error (W - dequant(quant(W))), "
+                   "imatrix-weighted with --imatrix, next to each GGUF as <name>.recovery-rR.safetensors.")
+@click.option("--recovery-format", type=click.Choice(["diffusers", "comfy", "gguf"]), default="diffusers",
+              show_default=True, help="Format of the recovery LoRA (see `vqtool lora --help`).")
 def command(src, policy, out, component, overrides, imatrix, dry_run, tensors, as_json, overwrite, device, threads, no_hash,
-            fmt, torchao_dtype):
+            fmt, torchao_dtype, recovery_rank, recovery_format):
     """Quantize the transformer in SRC (any format vqtool reads) to GGUF with
     per-layer mixed-precision POLICY. Several comma-separated policies read
     each source tensor once. Files load in ComfyUI-GGUF and diffusers
@@ -73,7 +79,8 @@ def command(src, policy, out, component, overrides, imatrix, dry_run, tensors, a
 
         click.echo(quantize_command(src, policy, out, component=component, dtype=torchao_dtype, device=device,
                                     overwrite=overwrite, dry_run=dry_run, as_json=as_json, hash_sources=not no_hash,
-                                    unsupported={"--override": overrides, "--imatrix": imatrix, "--tensors": tensors}))
+                                    unsupported={"--override": overrides, "--imatrix": imatrix, "--tensors": tensors,
+                                                 "--recovery-rank": recovery_rank}))
         return
     from vqtool.io import open_store
     from vqtool.quant.report import render_plan
@@ -89,11 +96,18 @@ def command(src, policy, out, component, overrides, imatrix, dry_run, tensors, a
         else:
             click.echo("\n\n".join(render_plan(plan, path, per_tensor=tensors) for (_, path), plan in zip(targets, plans)))
         return
+    builders = hook = recovery = None
+    if recovery_rank:  # the LoRA capability's recovery adapter (vqtool/lora/recovery.py)
+        from vqtool.lora.recovery import make_builders, render_recovery, write_recovery
+
+        builders, hook = make_builders(recovery_rank, targets, fmt=recovery_format, imatrix=imatrix, overwrite=overwrite)
     run = quantize_model(src, targets, component=component, overrides=list(overrides), imatrix=imatrix,
                          overwrite=overwrite, device=device, threads=threads, hash_sources=not no_hash,
-                         progress=not as_json)
+                         progress=not as_json, on_tensor=hook)
+    if builders:
+        recovery = write_recovery(run, builders, fmt=recovery_format, overwrite=overwrite)
     if as_json:
-        click.echo(json.dumps(run.to_dict(), indent=2))
+        click.echo(json.dumps({**run.to_dict(), **({"recovery": recovery} if recovery else {})}, indent=2))
         return
     from vqtool.inspect import human_bytes
 
@@ -103,3 +117,6 @@ def command(src, policy, out, component, overrides, imatrix, dry_run, tensors, a
         click.echo(f"  {o.policy:<10} {human_bytes(o.bytes_written):>10}  {o.plan.bits_per_weight:6.3f} bpw{fb}  {o.path}")
         for d in o.plan.fallbacks:
             click.echo(f"    fallback {d.name}: {' -> '.join([*d.fallback, d.type])}")
+    for r in recovery or []:
+        click.echo(f"  recovery LoRA rank {r['rank']}: {r['layers']} layers, {human_bytes(r['bytes'])}  {r['path']}")
+        click.echo("\n".join(render_recovery(r["by_role"])))

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,8 +144,13 @@ def quantize_model(
     threads: int | None = None,
     hash_sources: bool = True,
     progress: bool = True,
+    on_tensor: Callable[[int, str, Any, TensorDecision, np.ndarray], None] | None = None,
 ) -> QuantRun:
-    """Quantize ``src`` into one GGUF per ``(policy, out_path)``, reading each source tensor once."""
+    """Quantize ``src`` into one GGUF per ``(policy, out_path)``, reading each source tensor once.
+
+    ``on_tensor(output index, name, source tensor, decision, encoded bytes)`` is called after each
+    tensor is written (the quantization-recovery LoRA of ``--recovery-rank`` is built this way).
+    """
     from tqdm import tqdm
 
     from vqtool.io import open_store
@@ -180,8 +186,11 @@ def quantize_model(
             run.source_bytes = total
             bar = tqdm(total=total, unit="B", unit_scale=True, desc="quantize", disable=not progress, leave=False)
             for name, tensor in convert_to_canonical(store):
-                for out, table in zip(outs, decisions):
-                    out.write_tensor(name, _encode(tensor, table[name], qw, device, threads))
+                for i, (out, table) in enumerate(zip(outs, decisions)):
+                    encoded = _encode(tensor, table[name], qw, device, threads)
+                    out.write_tensor(name, encoded)
+                    if on_tensor is not None:
+                        on_tensor(i, name, tensor, table[name], encoded)
                 bar.update(tensor.numel() * tensor.element_size())
                 bar.set_postfix_str(name[-40:], refresh=False)
                 del tensor
