@@ -49,7 +49,8 @@ def command(folder, repo_id, base_model, license_, title, include, card, private
         return
     for w in plan.warnings:
         click.echo(f"warning: {w}", err=True)
-    result = upload(plan, endpoint=endpoint, private=private, revision=revision, commit_message=commit_message)
+    result = upload(plan, endpoint=endpoint, private=private, revision=revision, commit_message=commit_message,
+                    progress=not as_json)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

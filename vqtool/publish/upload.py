@@ -134,14 +134,15 @@ def _hub_error(exc: Exception, step: str, repo_id: str) -> UploadError:
 
 def upload(plan: UploadPlan, *, endpoint: str | None = None, private: bool | None = None,
            revision: str | None = None, commit_message: str | None = None, token: str | None = None,
-           allow_incomplete_card: bool = False) -> UploadResult:
+           allow_incomplete_card: bool = False, progress: bool = True) -> UploadResult:
     """Create ``plan.repo_id`` if needed and commit every planned file and the card in one commit.
 
     ``token`` defaults to the one huggingface_hub finds; it is never logged. ``endpoint`` points
     at another Hub (e.g. a local one in tests). The card must name a base model and license
-    unless ``allow_incomplete_card``.
+    unless ``allow_incomplete_card``. ``progress=False`` hides huggingface_hub's progress bars.
     """
     from huggingface_hub import CommitOperationAdd, HfApi, get_token
+    from huggingface_hub import utils as hf_utils
     from huggingface_hub.errors import HfHubHTTPError
 
     if plan.card_source == "generated" and not allow_incomplete_card:
@@ -157,6 +158,9 @@ def upload(plan: UploadPlan, *, endpoint: str | None = None, private: bool | Non
     ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=local) for p, local, _ in plan.files]
     ops.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=plan.card.encode("utf-8")))
     message = commit_message or f"Upload {len(plan.scan.variants)} variant(s) with vqtool"
+    bars_were_off = hf_utils.are_progress_bars_disabled()
+    if not progress:
+        hf_utils.disable_progress_bars()
     try:
         info = api.create_commit(plan.repo_id, operations=ops, commit_message=message, revision=revision,
                                  repo_type="model")
@@ -164,6 +168,9 @@ def upload(plan: UploadPlan, *, endpoint: str | None = None, private: bool | Non
         raise _hub_error(exc, "the commit", plan.repo_id) from None
     except (ValueError, RuntimeError) as exc:  # huggingface_hub's malformed-response and LFS upload errors
         raise UploadError(f"uploading to {plan.repo_id} failed: {exc}") from None
+    finally:
+        if not progress and not bars_were_off:
+            hf_utils.enable_progress_bars()
     return UploadResult(plan.repo_id, str(repo_url), info.commit_url, info.oid,
                         [p for p, _, _ in plan.files] + [CARD_NAME])
 
