@@ -51,8 +51,12 @@ def _load_gguf(path, variant, folder):
 
 
 def test_every_policy_loads_in_diffusers_with_error_ordered_by_bits(tiny, tmp_path):
+    import gguf
+
+    from vqtool.quant.policy import builtin_policies
+
     variant, model, folder, original, _ = tiny
-    policies = ORDERED + ["mixed-q4", "f16"]
+    policies = list(builtin_policies().policies)
     run = quantize_model(str(original), [(p, str(tmp_path / f"{p}.gguf")) for p in policies], progress=False)
     assert [o.policy for o in run.outputs] == policies
     inputs = _inputs(variant, model)
@@ -60,10 +64,13 @@ def test_every_policy_loads_in_diffusers_with_error_ordered_by_bits(tiny, tmp_pa
         ref = model(**inputs, return_dict=False)[0]
     errors = {}
     for p in policies:
+        assert len(gguf.GGUFReader(str(tmp_path / f"{p}.gguf")).tensors) == len(run.outputs[0].plan.decisions)
         loaded = _load_gguf(tmp_path / f"{p}.gguf", variant, folder)
         with torch.no_grad():
             out = loaded(**inputs, return_dict=False)[0]
         errors[p] = ((out - ref).norm() / ref.norm()).item()
+    assert all(e < 0.5 for e in errors.values()), errors
+    assert errors["f32"] < 1e-6, errors
     assert [errors[p] for p in ORDERED] == sorted(errors[p] for p in ORDERED), errors
     assert errors["f16"] < 1e-3 and errors["q8_0"] < 0.01 and errors["q2_k"] < 0.5, errors
     assert errors["mixed-q4"] < errors["q4_k_m"], errors

@@ -79,7 +79,7 @@ def load_gguf_transformer(path: str | os.PathLike, *, compute_dtype: "torch.dtyp
     import torch
     from accelerate import init_empty_weights
     from diffusers.models.model_loading_utils import load_gguf_checkpoint
-    from diffusers.quantizers.gguf.utils import GGUFParameter, _replace_with_gguf_linear
+    from diffusers.quantizers.gguf.utils import GGUFLinear, GGUFParameter, _replace_with_gguf_linear, dequantize_gguf_tensor
 
     path = os.fspath(path)
     if compute_dtype is None:
@@ -109,6 +109,9 @@ def load_gguf_transformer(path: str | os.PathLike, *, compute_dtype: "torch.dtyp
         # Assigned directly: quantized parameters hold raw block bytes, whose shape is not the logical one.
         owner, _, leaf = name.rpartition(".")
         module = model.get_submodule(owner) if owner else model
+        if isinstance(value, GGUFParameter) and not isinstance(module, GGUFLinear):
+            # e.g. a BF16 Conv2d patch embedding: only Linear layers dequantize on the fly
+            value = dequantize_gguf_tensor(value).to(compute_dtype)
         if leaf in module._parameters:
             module._parameters[leaf] = value if isinstance(value, GGUFParameter) else torch.nn.Parameter(value, requires_grad=False)
         else:
