@@ -164,3 +164,14 @@ def test_a_folder_without_model_index_is_refused_with_a_hint(tmp_path):
 
     with pytest.raises(InputError, match="--pipeline"):
         ReferencePipeline(tmp_path)
+
+
+def test_gpu_benchmark_runs_on_a_tiny_model_with_both_gguf_loaders(tmp_path):
+    from reference_infer.bench import markdown, run_bench
+
+    result = run_bench(str(tmp_path), device="cpu", tiny=True, policies=("q4_k_m",), frames=5, height=32,
+                       width=32, steps=1)
+    assert [(r["model"], r["loader"]) for r in result["rows"]] == [
+        ("float32", "diffusers"), ("q4_k_m", "vqtool"), ("q4_k_m", "diffusers")]
+    assert all(r["seconds_per_step"] > 0 for r in result["rows"])
+    assert markdown(result).count("\n") == 4 and (tmp_path / "bench.json").is_file()

@@ -98,7 +98,7 @@ def _flicker_plot(report: dict[str, Any]) -> str:
 
     vid = report["reference"]["videos"][0]
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot([_num(x) for x in vid["flicker_per_frame"]], "k-", lw=2, label="reference")
+    ax.plot([_num(x) for x in vid["flicker_per_frame"]], "k--", lw=1.5, label="reference", zorder=5)
     for c in report["candidates"]:
         v = c["videos"][0]
         ax.plot([_num(x) for x in v["flicker_per_frame"]], marker="o", ms=3, label=c["name"])
@@ -134,7 +134,9 @@ def _weight_plots(report: dict[str, Any]) -> list[str]:
     width = 0.8 / len(cands)
     for i, c in enumerate(cands):
         by_role = c["weight_errors"]["by_role"]
-        vals = [max(_num(by_role[r]["rel_rmse"]), 1e-9) if r in by_role else float("nan") for r in roles]
+        # Exact roles (error 0) have no bar on a log axis; the table below lists them.
+        vals = [_num(by_role[r]["rel_rmse"]) if r in by_role and _num(by_role[r]["rel_rmse"]) > 0 else float("nan")
+                for r in roles]
         ax.bar([j + i * width for j in range(len(roles))], vals, width=width, label=c["name"])
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(roles))], roles, rotation=60, ha="right", fontsize=7)
     ax.set_yscale("log")
@@ -143,6 +145,22 @@ def _weight_plots(report: dict[str, Any]) -> list[str]:
     ax.legend(fontsize=8)
     out.append(_png(fig))
     return out
+
+
+def _role_table(report: dict[str, Any]) -> str:
+    """Weight relative RMSE and storage types by role, one column per candidate."""
+    cands = [c for c in report["candidates"] if "weight_errors" in c]
+    if not cands:
+        return ""
+    roles = sorted({r for c in cands for r in c["weight_errors"]["by_role"]})
+    rows = [("role", *[c["name"] for c in cands])]
+    for r in roles:
+        cells = []
+        for c in cands:
+            e = c["weight_errors"]["by_role"].get(r)
+            cells.append("-" if e is None else f"{_num(e['rel_rmse']):.2e} ({'/'.join(e['types'])})")
+        rows.append((r, *cells))
+    return _table(rows)
 
 
 def _video(folder: str, rel: str, caption: str, scale: int) -> str:
@@ -187,7 +205,9 @@ def render_html(report: dict[str, Any], folder: str) -> str:
     ]
     weight_plots = _weight_plots(report)
     if weight_plots:
-        parts += ["<h2>Weight error</h2>", *weight_plots]
+        parts += ["<h2>Weight error</h2>", *weight_plots,
+                  "<p>Relative RMSE of the weights by role (storage types in brackets; 0 = stored exactly):</p>",
+                  _role_table(report)]
     gain = s.get("diff_gain", 10)
     parts.append(f"<h2>Videos</h2><p>Each comparison: reference | candidate | |difference| x {gain:g}.</p>")
     for ref in report["reference"]["videos"]:
