@@ -57,6 +57,12 @@ def transformer_store(path: str | os.PathLike):
     """The transformer's store in ``path`` (a file, a model folder, or a pipeline/SAT/Wan folder)."""
     from vqtool.io import open_checkpoint
 
+    from vqtool.publish.torchao_export import is_torchao_folder
+
+    if is_torchao_folder(path):  # a torchao export: served dequantized under Diffusers names
+        from vqtool.publish.torchao_store import TorchaoStore
+
+        return TorchaoStore(path)
     ckpt = open_checkpoint(path)
     names = list(ckpt.components)
     pick = "transformer" if "transformer" in ckpt.components else (names[0] if len(names) == 1 else None)
@@ -81,7 +87,7 @@ def describe(path: str | os.PathLike) -> WeightsInfo:
             info.family, info.variant = ident.graph.family, ident.graph.variant
             info.params = ident.graph.num_params()
         info.file_bytes = sum(os.path.getsize(f) for f in store.files if os.path.isfile(f))
-        if store.format == "gguf":
+        if store.format in ("gguf", "torchao"):
             meta = store.metadata
             info.policy = meta.get("vqtool.policy.name")
             # What quantize knew from the source's config beats what shapes alone tell (CogVideoX 2B vs 5B).
@@ -138,10 +144,13 @@ def load_transformer(path: str | os.PathLike, *, dtype: "torch.dtype", device: s
     a GGUF candidate take exactly the reference's architecture settings.
     """
     from vqtool.loader import load_gguf_transformer
+    from vqtool.publish.torchao_export import is_torchao_folder, load_torchao_transformer
 
     path = os.fspath(path)
     if is_gguf(path):
         model = load_gguf_transformer(path, compute_dtype=dtype, device=device, config=config)
+    elif is_torchao_folder(path):  # vqtool quantize --format torchao: torchao weights, the rest in ``dtype``
+        model = load_torchao_transformer(path, dtype=dtype, device=device)
     else:
         model = load_full_precision(path, dtype=dtype, device=device)
     log.info("loaded %s transformer from %s", type(model).__name__, path)

@@ -42,7 +42,7 @@ become Diffusers folders next to them. Validation goes to OUT/validation/, the c
 @click.option("--torchao-dtype", default="bf16", show_default=True, type=click.Choice(["bf16", "f16", "f32"]),
               help="dtype of torchao variants' unquantized weights and activations.")
 @click.option("--device", default="cpu", show_default=True, help="Where to quantize and validate: cpu or cuda.")
-@click.option("--threads", type=int, help="CPU threads for GGUF encoding.")
+@click.option("--threads", type=int, help="CPU threads for encoding and validation (1 is fastest for tiny models).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--dry-run", is_flag=True, help="List the outputs and each GGUF plan's size; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -58,7 +58,7 @@ def command(src, out, policies, name, pipeline, no_validate, prompts, seeds, fra
     if dry_run:
         _dry_run(src, out, chosen, name, component, as_json)
         return
-    options = {"seeds": [int(s) for s in seeds.split(",") if s.strip()], "device": device}
+    options = {"seeds": [int(s) for s in seeds.split(",") if s.strip()], "device": device, "threads": threads}
     if prompts:
         options["prompts"] = list(prompts)
     if any(v is not None for v in (frames, height, width, steps)):

@@ -144,7 +144,7 @@ def make_family(src: str, folder: str, policies: list[str], *, pipeline: str | N
     os.makedirs(folder, exist_ok=True)
     targets = output_paths(src, folder, gguf, torchao, name)
     report_dir = os.path.join(folder, VALIDATION_DIR)
-    for _, _, path in targets + ([("", "", report_dir)] if validate else []):
+    for _, _, path in targets + [("", "", os.path.join(folder, CARD))] + ([("", "", report_dir)] if validate else []):
         check_output(path, overwrite)
     result = FamilyResult(folder)
     started = time.perf_counter()
@@ -173,6 +173,6 @@ def make_family(src: str, folder: str, policies: list[str], *, pipeline: str | N
     else:
         result.warnings.append("not validated: the card shows n/a for PSNR/SSIM")
     info = info or CardInfo(repo_id=f"ORG/{name or source_stem(src)}")
-    result.card = write_card(folder, info)
+    result.card = write_card(folder, info, overwrite=True)  # checked above, before any work
     result.seconds["total"] = round(time.perf_counter() - started, 3)
     return result
