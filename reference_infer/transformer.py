@@ -56,7 +56,6 @@ def is_gguf(path: str | os.PathLike) -> bool:
 def transformer_store(path: str | os.PathLike):
     """The transformer's store in ``path`` (a file, a model folder, or a pipeline/SAT/Wan folder)."""
     from vqtool.io import open_checkpoint
-
     from vqtool.publish.torchao_export import is_torchao_folder
 
     if is_torchao_folder(path):  # a torchao export: served dequantized under Diffusers names

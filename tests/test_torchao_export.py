@@ -151,3 +151,25 @@ def test_quantize_format_torchao_dry_run_shows_what_each_role_gets(tiny):
     res = CliRunner().invoke(cli, ["quantize", str(src), "--format", "torchao", "--policy", "int8-weight-only",
                                    "--override", "blocks.0.*=Q8_0", "-o", str(root / "dry")])
     assert res.exit_code != 0 and "--override apply to GGUF policies only" in str(res.exception)
+
+
+@pytest.mark.parametrize("variant", ["2b", "1.5-i2v"])
+def test_cogvideox_int8_export_loads_in_plain_diffusers(variant, tmp_path):
+    """CogVideoX's own quantized demo uses int8 weight-only; the 2B's width 320 is no multiple of 256."""
+    from diffusers import CogVideoXTransformer3DModel
+    from torchao.utils import TorchAOBaseTensor
+
+    from vqtool.publish.torchao_export import export_torchao
+    from vqtool.testing import cogvideox
+
+    model = cogvideox.build_transformer(variant, 0)
+    model.save_pretrained(tmp_path / "src")
+    result = export_torchao(tmp_path / "src", tmp_path / "out", "int8-weight-only", dtype="f32")
+    assert (result.family, result.variant) == ("cogvideox", variant)
+    loaded = CogVideoXTransformer3DModel.from_pretrained(tmp_path / "out", torch_dtype=torch.float32).eval()
+    assert isinstance(loaded.transformer_blocks[0].ff.net[2].weight, TorchAOBaseTensor)
+    assert not isinstance(loaded.proj_out.weight, TorchAOBaseTensor)
+    with torch.no_grad():
+        ref = model(**cogvideox.transformer_inputs(model))[0]
+        got = loaded(**cogvideox.transformer_inputs(model))[0]
+    assert _psnr(ref, got) > 30

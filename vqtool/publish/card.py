@@ -213,7 +213,7 @@ def _source_section(scan: Scan, o: Origin) -> list[str]:
             if (name, digest) not in seen and digest:
                 seen.add((name, digest))
                 out.append(f"- Source file `{name}` ({v.source.get('format') or 'unknown format'}): `{digest}`")
-    policies = [v.policy for v in scan.variants if v.kind == "gguf" and v.policy]
+    policies = list(dict.fromkeys(v.policy for v in scan.variants if v.kind == "gguf" and v.policy))
     out.append(f"- Made with vqtool {__version__}"
                + (f": `vqtool quantize SRC --policy {','.join(policies)}` (one pass over the source)" if policies else "")
                + ".")
@@ -234,13 +234,13 @@ def render_card(scan: Scan, info: CardInfo, metrics: dict[str, CandidateMetrics]
              + ". Sizes, bits per weight and kept types are read from the files; quality from their validation reports.", ""]
     if quantized:
         lines += ["## Variants", "", *_variants_table(scan, metrics), "", *_validation_note(scan, metrics), ""]
-        lines += [f"- **{v.policy}**: {v.description}" for v in quantized if v.description]
+        lines += list(dict.fromkeys(f"- **{v.policy}**: {v.description}" for v in quantized if v.description))
         lines += [f"- `{v.name}`: {v.note}" for v in quantized if v.note]
         lines += ["", "## What stays in high precision", "",
                   "Every file keeps norms, biases, modulation tables, the patch/text/time embeddings and the head in "
                   f"{'/'.join(HIGH_PRECISION)} (the layers quantization hurts most and that consumers expect in float); "
                   "the table gives the type of each role's 2-D weights per file (xN: number of tensors of that type).", ""]
-        lines += [f"- **{v.policy}** keeps {v.keeps}" for v in quantized if v.keeps]
+        lines += list(dict.fromkeys(f"- **{v.policy}** keeps {v.keeps}" for v in quantized if v.keeps))
         lines += ["", *_precision_table(scan), ""]
     lines += _usage(scan, o, info)
     lines += _source_section(scan, o)

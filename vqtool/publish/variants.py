@@ -131,7 +131,8 @@ def torchao_variant(path: str, rel: str, folder_files: list[str]) -> Variant:
         v.description = pol.description
     except VqtoolError:
         v.description = prov.get("config", "")
-    v.keeps = f"Linear layers of the roles every policy keeps, in {prov.get('dtype')}"
+    v.keeps = (f"the Linear layers of the roles every policy keeps unquantized, in {prov.get('dtype')} "
+               "(float32 where diffusers keeps a module in float32)")
     return v
 
 
