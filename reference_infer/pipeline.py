@@ -135,8 +135,8 @@ class ReferencePipeline:
         t = self.pipe.transformer
         return None if t is None else {**dict(t.config), "_class_name": type(t).__name__}
 
-    def set_transformer(self, model) -> None:
-        """Put ``model`` into the pipeline (dropping the previous one) and re-apply the offload mode."""
+    def drop_transformer(self) -> None:
+        """Release the current transformer (call before loading the next one: never two in memory)."""
         import gc
 
         if self.memory.offload != "none":
@@ -147,6 +147,10 @@ class ReferencePipeline:
         gc.collect()
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()
+
+    def set_transformer(self, model) -> None:
+        """Put ``model`` into the pipeline (dropping the previous one) and re-apply the offload mode."""
+        self.drop_transformer()
         self.pipe.register_modules(transformer=model)
         if self.memory.offload == "model":
             self.pipe.enable_model_cpu_offload(device=self.device)

@@ -50,8 +50,12 @@ def _per_frame_plots(report: dict[str, Any]) -> list[str]:
     out = []
     ids = [v["id"] for v in report["reference"]["videos"]]
     for key, label in (("psnr_per_frame", "PSNR (dB)"), ("ssim_per_frame", "SSIM")):
-        fig, axes = plt.subplots(1, len(ids), figsize=(4.5 * len(ids), 3), squeeze=False)
-        for ax, vid in zip(axes[0], ids):
+        ncols = min(4, len(ids))
+        nrows = -(-len(ids) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3 * nrows), squeeze=False)
+        for ax in axes.flat[len(ids):]:
+            ax.set_visible(False)
+        for ax, vid in zip(axes.flat, ids):
             finite = [_num(x) for c in report["candidates"] for v in c["videos"] if v["id"] == vid
                       for x in v[key] if _num(x) != float("inf")]
             cap = (max(finite) + 5) if finite else 100.0
@@ -73,17 +77,16 @@ def _latent_plot(report: dict[str, Any]) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    for c in report["candidates"]:
-        for i, v in enumerate(c["videos"]):
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, c in enumerate(report["candidates"]):
+        labelled = False
+        for v in c["videos"]:
             vals = [_num(x) for x in v["latent_rel_err_per_step"]]
             if all(x == 0 for x in vals):
                 continue  # identical runs have nothing to draw on a log axis
-            line, = ax.plot(range(1, len(vals) + 1), vals, marker="o", ms=3, alpha=0.8,
-                            label=c["name"] if i == 0 else None)
-            if i == 0:
-                color = line.get_color()
-            else:
-                line.set_color(color)
+            ax.plot(range(1, len(vals) + 1), vals, marker="o", ms=3, alpha=0.8, color=colors[k % len(colors)],
+                    label=None if labelled else c["name"])
+            labelled = True
     ax.set_yscale("log")
     ax.set_xlabel("sampling step")
     ax.set_ylabel("latent relative error")

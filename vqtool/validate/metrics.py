@@ -20,12 +20,17 @@ if TYPE_CHECKING:  # pragma: no cover
 SSIM_K1, SSIM_K2, SSIM_WINDOW, SSIM_SIGMA = 0.01, 0.03, 11, 1.5
 
 
+def np_writable(x):
+    """``x``, copied if it is a read-only numpy array (a memory-mapped reference): torch wants writable memory."""
+    if getattr(x, "flags", None) is not None and not x.flags.writeable:
+        return x.copy()
+    return x
+
+
 def _frames(x) -> "torch.Tensor":
     import torch
 
-    if getattr(x, "flags", None) is not None and not x.flags.writeable:
-        x = x.copy()  # a memory-mapped reference video: torch wants writable memory
-    t = torch.as_tensor(x)
+    t = torch.as_tensor(np_writable(x))
     if t.ndim != 4 or t.shape[-1] != 3:
         raise ValueError(f"expected frames [T, H, W, 3], got shape {tuple(t.shape)}")
     return t.to(torch.float64)
@@ -121,8 +126,8 @@ def relative_error(reference, candidate) -> float:
     """``||candidate - reference|| / ||reference||`` (L2 over all elements); 0 when both are zero."""
     import torch
 
-    r = torch.as_tensor(reference).to(torch.float64)
-    c = torch.as_tensor(candidate).to(torch.float64)
+    r = torch.as_tensor(np_writable(reference)).to(torch.float64)
+    c = torch.as_tensor(np_writable(candidate)).to(torch.float64)
     if r.shape != c.shape:
         raise ValueError(f"shapes differ: {tuple(r.shape)} vs {tuple(c.shape)}")
     num = float((c - r).pow(2).sum().sqrt())

@@ -159,27 +159,30 @@ def _validate(reference, candidates, out, *, pipeline, prompts, seeds, settings,
         work = os.path.join(tmp, ".work")
         os.makedirs(work)
         codec = None
-        ref_videos, ref_latents = [], []
+        ref_videos = []
         for p in prepared:
             gen = rp.generate(p)
+            # Spilled to disk: at 480p, 81 frames and 50 steps a video's frames and latents are ~0.8 GB.
             np.save(os.path.join(work, f"{p.request.id}.npy"), gen.frames)
+            np.save(os.path.join(work, f"{p.request.id}.latents.npy"), np.stack([t.numpy() for t in gen.step_latents]))
             rel = f"videos/reference/{p.request.id}.mp4"
             codec = write_mp4(gen.frames, os.path.join(tmp, rel), fps)
             ref_videos.append(_video_entry(gen, p.request, resolved, rel))
-            ref_latents.append(gen.step_latents)
             bar.update(1)
             del gen
 
         cand_entries = []
         for path, label, info in zip(candidates, labels, cand_infos):
+            rp.drop_transformer()
             started = time.perf_counter()
             rp.set_transformer(load_transformer(path, dtype=rp.dtype, config=ref_config,
                                                 device=device if memory.offload == "none" else "cpu"))
             load_seconds = time.perf_counter() - started
             videos = []
-            for p, ref_entry, latents in zip(prepared, ref_videos, ref_latents):
+            for p, ref_entry in zip(prepared, ref_videos):
                 gen = rp.generate(p)
                 ref_frames = np.load(os.path.join(work, f"{p.request.id}.npy"), mmap_mode="r")
+                latents = np.load(os.path.join(work, f"{p.request.id}.latents.npy"), mmap_mode="r")
                 rel = f"videos/{label}/{p.request.id}.mp4"
                 write_mp4(gen.frames, os.path.join(tmp, rel), fps)
                 cmp_rel = f"videos/{label}/{p.request.id}.compare.mp4"
@@ -189,7 +192,7 @@ def _validate(reference, candidates, out, *, pipeline, prompts, seeds, settings,
                                                               gen, M.from_json_number(ref_entry["flicker"])))
                 videos.append(entry)
                 bar.update(1)
-                del gen, ref_frames
+                del gen, ref_frames, latents
             cand_entries.append({"name": label, "weights": info.to_dict(), "load_seconds": round(load_seconds, 3),
                                  "videos": videos})
         bar.close()
