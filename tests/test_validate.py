@@ -14,7 +14,7 @@ import pytest
 
 from reference_infer.tasks import Settings
 
-SETTINGS = Settings(frames=9, height=32, width=48, steps=3)
+SETTINGS = Settings(frames=5, height=32, width=48, steps=3)
 POLICIES = ("f16", "q8_0", "q4_k_m", "q2_k")
 
 
@@ -29,22 +29,36 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, one_thread):
+def _build(root) -> None:
     import torch
 
     from reference_infer.tiny import save_pipeline
     from vqtool.quant.run import quantize_model
     from vqtool.validate.run import validate
 
-    root = tmp_path_factory.mktemp("validate")
     pipe = save_pipeline("wan-t2v", root / "pipe", transformer_dtype=torch.float16)
-    targets = [(p, str(root / f"{p}.gguf")) for p in POLICIES]
-    quantize_model(str(pipe), targets, progress=False)
-    out = root / "val"
-    report = validate(str(pipe), [t for _, t in targets], str(out), prompts=["a cat runs", "the dog"], seeds=[0],
-                      settings=SETTINGS, progress=False)
-    return {"root": root, "pipe": pipe, "out": out, "report": report, "ggufs": dict(targets)}
+    quantize_model(str(pipe), [(p, str(root / f"{p}.gguf")) for p in POLICIES], progress=False)
+    validate(str(pipe), [str(root / f"{p}.gguf") for p in POLICIES], str(root / "val"),
+             prompts=["a cat runs", "the dog"], seeds=[0], settings=SETTINGS, threads=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, one_thread):
+    """The validation run, made once per test session even when xdist spreads this module over workers."""
+    from filelock import FileLock
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.getbasetemp().parent / "validate-run"  # this session's, shared by its workers
+    else:
+        root = tmp_path_factory.mktemp("validate-run")
+    root.mkdir(exist_ok=True)
+    with FileLock(str(root) + ".lock"):
+        if not (root / "done").exists():
+            _build(root)
+            (root / "done").write_text("ok")
+    report = json.loads((root / "val" / "report.json").read_text())
+    return {"root": root, "pipe": root / "pipe", "out": root / "val", "report": report,
+            "ggufs": {p: str(root / f"{p}.gguf") for p in POLICIES}}
 
 
 def _cand(report, name):
@@ -112,7 +126,7 @@ def test_report_json_is_strict_json_with_settings_and_versions(run):
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert data["report_version"] == 1
     s = data["settings"]
-    assert (s["frames"], s["height"], s["width"], s["steps"]) == (9, 32, 48, 3)
+    assert (s["frames"], s["height"], s["width"], s["steps"]) == (5, 32, 48, 3)
     assert s["task"] == "wan-t2v" and s["seeds"] == [0] and s["prompts"] == ["a cat runs", "the dog"]
     assert s["video_codec"] in ("libx264", "libopenh264", "mpeg4")
     assert data["versions"]["torch"] and data["versions"]["diffusers"]
