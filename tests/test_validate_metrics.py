@@ -133,3 +133,24 @@ def test_candidate_labels_are_unique():
     labels = [candidate_label(p, pol, taken) for p, pol in
               [("a/x.gguf", "q4_k_m"), ("b/y.gguf", "q4_k_m"), ("c/model.gguf", None)]]
     assert labels == ["q4_k_m", "q4_k_m-2", "model"]
+
+
+def test_output_folder_is_assembled_aside_and_replaced_only_with_overwrite(tmp_path):
+    from vqtool.errors import OutputExistsError
+    from vqtool.validate.files import commit_folder, start_folder
+
+    out = tmp_path / "val"
+    tmp = start_folder(str(out), overwrite=False)
+    (tmp_path / tmp / "report.json").write_text("{}")
+    commit_folder(tmp, str(out))
+    assert [p.name for p in tmp_path.iterdir()] == ["val"] and (out / "report.json").is_file()
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        start_folder(str(out), overwrite=False)
+    tmp = start_folder(str(out), overwrite=True)
+    (tmp_path / tmp / "new.json").write_text("{}")
+    commit_folder(tmp, str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["new.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["val"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    commit_folder(start_folder(str(empty), overwrite=False), str(empty))  # an empty folder is free to use

@@ -112,7 +112,7 @@ def _fmt(value, spec: str) -> str:
 
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     """Header and one row per candidate: size, bits/weight, PSNR, SSIM, flicker, latent and weight error."""
-    rows = [("candidate", "size MB", "bpw", "PSNR dB", "min PSNR", "SSIM", "flicker d", "latent err", "weight err")]
+    rows = [("candidate", "size MB", "bits/weight", "PSNR dB", "min PSNR", "SSIM", "flicker d", "latent err", "weight err")]
     for c in report["candidates"]:
         s = c["summary"]
         size = s.get("file_bytes")

@@ -216,7 +216,7 @@ def _validate(reference, candidates, out, *, pipeline, prompts, seeds, settings,
             "settings": {
                 **asdict(resolved), "prompts": prompts, "seeds": seeds, "task": task_name,
                 "reference": reference, "pipeline": pipeline, "dtype": dtype, "vae_dtype": vae_dtype,
-                "device": device, "memory": asdict(memory), "video_codec": codec,
+                "device": device, "device_name": _device_name(device), "memory": asdict(memory), "video_codec": codec,
                 "diff_gain": DIFF_GAIN,
                 "inputs": {"image": image, "control_video": control_video, "mask": mask},
             },
@@ -234,3 +234,12 @@ def _validate(reference, candidates, out, *, pipeline, prompts, seeds, settings,
             shutil.rmtree(tmp, ignore_errors=True)
     return report
 
+
+def _device_name(device: str) -> str:
+    import platform
+
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
