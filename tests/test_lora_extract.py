@@ -299,3 +299,15 @@ def test_dry_run_lists_layers_and_cli_writes_a_report(wan_case, tmp_path):
                               "--energy", "0.999", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert "blocks.0.self_attn.q.weight" in res.output and "by role" in res.output and out.exists()
+
+
+def test_output_is_checked_before_any_svd(wan_case, tmp_path, monkeypatch):
+    from vqtool.errors import OutputExistsError
+    from vqtool.lora import extract as extract_module
+
+    monkeypatch.setattr(extract_module, "low_rank", lambda *a, **k: pytest.fail("factored before checking the output"))
+    with pytest.raises(InputError, match="gguf LoRA is written as a .gguf file"):
+        extract_module.extract(wan_case["base"], wan_case["tuned"], tmp_path / "x.safetensors", rank=2, fmt="gguf")
+    (tmp_path / "exists.safetensors").write_bytes(b"")
+    with pytest.raises(OutputExistsError):
+        extract_module.extract(wan_case["base"], wan_case["tuned"], tmp_path / "exists.safetensors", rank=2)

@@ -6,8 +6,8 @@ import json
 
 import click
 
-FORMAT_HELP = ("Output format: diffusers (PEFT keys for load_lora_weights), comfy (lora_down/lora_up/alpha "
-               "on original names) or gguf (llama.cpp LoRA adapter).")
+FORMAT_HELP = ("Output format: diffusers (PEFT keys for diffusers' load_lora_weights), comfy (kohya "
+               "lora_down/lora_up/alpha on original names, for ComfyUI) or gguf (llama.cpp LoRA adapter).")
 
 GROUP_EPILOG = """\b
 Examples:

@@ -30,7 +30,7 @@ from collections import defaultdict
 from typing import Any
 
 from vqtool.errors import InputError, MappingError
-from vqtool.lora.formats import LoraLayer, sat_layout, write_lora
+from vqtool.lora.formats import LoraLayer, check_output, sat_layout, write_lora
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,8 @@ def export_sat(src: str | os.PathLike, out: str | os.PathLike, *, alpha: float |
     from vqtool.io import open_store
     from vqtool.io.base import dtype_name
 
+    if not dry_run:
+        check_output(out, fmt, overwrite)
     with open_store(src) as store:
         layers, summary = sat_lora_layers(store, alpha=alpha)
         if dtype == "auto":

@@ -29,7 +29,7 @@ from typing import Any
 
 from vqtool.errors import DetectionError, InputError, MappingError
 from vqtool.lora.factors import RankRule, low_rank
-from vqtool.lora.formats import DTYPES, LoraLayer, cast, get_format, write_lora
+from vqtool.lora.formats import DTYPES, LoraLayer, cast, check_output, get_format, write_lora
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,10 @@ def extract(base: str | os.PathLike, tuned: str | os.PathLike, out: str | os.Pat
     if clamp_quantile is not None and not 0.5 < clamp_quantile <= 1.0:
         raise InputError(f"--clamp-quantile is a quantile in (0.5, 1], got {clamp_quantile}")
     get_format(fmt)
-    if not dry_run and out is None:
-        raise InputError("give an output file with -o")
+    if not dry_run:
+        if out is None:
+            raise InputError("give an output file with -o")
+        check_output(out, fmt, overwrite)
     with open_store(base, component) as bstore, open_store(tuned, component) as tstore:
         bid, tid = _identify(bstore, "base"), _identify(tstore, "tuned model")
         _check_pair(bid, tid)

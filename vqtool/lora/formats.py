@@ -181,9 +181,12 @@ def cast(t: "torch.Tensor", dtype: str) -> "torch.Tensor":
     return t.detach().to(torch_dtype(dtype)).contiguous()
 
 
-def _check_output(out: str, ext: str, overwrite: bool) -> None:
+def check_output(out: str | os.PathLike, fmt: str, overwrite: bool) -> None:
+    """Refuse a wrong extension for ``fmt`` or an existing file (without ``overwrite``) before any work."""
+    out = os.fspath(out)
+    ext = ".gguf" if fmt == "gguf" else ".safetensors"
     if not out.endswith(ext):
-        raise InputError(f"the output must be a {ext} file", path=out)
+        raise InputError(f"a {fmt} LoRA is written as a {ext} file", path=out)
     if os.path.exists(out) and not overwrite:
         raise OutputExistsError("exists; pass --overwrite to replace it", path=out)
 
@@ -224,7 +227,7 @@ def write_lora(layers: list[LoraLayer], out: str | os.PathLike, *, fmt: str, fam
     if dtype not in DTYPES:
         raise InputError(f"unknown LoRA dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     st_dtype = DTYPES[dtype]
-    _check_output(out, ".gguf" if fmt == "gguf" else ".safetensors", overwrite)
+    check_output(out, fmt, overwrite)
     _, prefix = lf.naming(family)
     named = named_factors(layers, fmt, family, shapes=shapes)
     if not named:

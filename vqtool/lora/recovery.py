@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from vqtool.errors import InputError
 from vqtool.lora.factors import RankRule, low_rank
-from vqtool.lora.formats import DTYPES, FORMATS, LoraLayer, cast, write_lora
+from vqtool.lora.formats import DTYPES, FORMATS, LoraLayer, cast, check_output, write_lora
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -162,15 +162,12 @@ def make_builders(rank: int, outputs: list[tuple[str, str]], *, fmt: str = "diff
                   overwrite: bool = False, dtype: str = "bf16"):
     """One builder per ``(policy, gguf path)`` and the ``on_tensor`` hook for
     :func:`vqtool.quant.run.quantize_model`. Refuses existing adapter files before any work."""
-    from vqtool.errors import OutputExistsError
     from vqtool.quant.imatrix import load_imatrix
 
     if fmt not in FORMATS:
         raise InputError(f"unknown LoRA format {fmt!r}; choose one of {', '.join(FORMATS)}")
     for _, path in outputs:
-        target = recovery_path(path, rank, fmt)
-        if os.path.exists(target) and not overwrite:
-            raise OutputExistsError("exists; pass --overwrite to replace it", path=target)
+        check_output(recovery_path(path, rank, fmt), fmt, overwrite)
     weights = load_imatrix(imatrix) if imatrix else None
     builders = [RecoveryBuilder(rank, imatrix=weights, dtype=dtype) for _ in outputs]
 
