@@ -26,11 +26,11 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-def _pipeline_and_ggufs(root, name, policies):
+def _pipeline_and_ggufs(root, name, policies, transformer_dtype=None):
     from reference_infer.tiny import save_pipeline
     from vqtool.quant.run import quantize_model
 
-    pipe = save_pipeline(name, root / name)
+    pipe = save_pipeline(name, root / name, transformer_dtype=transformer_dtype)
     targets = [(p, str(root / f"{name}-{p}.gguf")) for p in policies]
     quantize_model(str(pipe), targets, progress=False)
     return str(pipe), [t for _, t in targets]
@@ -85,6 +85,15 @@ def test_wan_vace_runs_end_to_end_with_control_video_and_mask(tmp_path):
                        mask=str(tmp_path / "mask.mp4"))
     assert report["settings"]["task"] == "wan-vace"
     assert _psnr(report, "q8_0") > _psnr(report, "q2_k") > 10
+
+
+def test_gguf_of_a_bf16_model_runs_with_its_bf16_embeddings(tmp_path):
+    # Quantizing a BF16 source keeps embeddings in BF16; raw, they would make Wan's time embedder uint8.
+    import torch
+
+    pipe, ggufs = _pipeline_and_ggufs(tmp_path, "wan-t2v", ["mixed-q4"], transformer_dtype=torch.bfloat16)
+    report = _validate(pipe, ggufs, tmp_path / "val")
+    assert 20 < _psnr(report, "mixed-q4") < 200
 
 
 def test_an_input_the_task_does_not_take_is_refused(tmp_path):
