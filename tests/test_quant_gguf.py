@@ -171,7 +171,10 @@ def test_existing_output_is_refused_without_overwrite_and_left_untouched(tmp_pat
     assert out.read_bytes()[:4] == b"GGUF"
 
 
-def test_a_failure_midway_leaves_no_output_and_no_temporary_file(tmp_path):
+def test_a_failure_midway_leaves_no_output_and_no_temporary_file(tmp_path, monkeypatch):
+    import vqtool.quant.run
+
+    monkeypatch.setattr(vqtool.quant.run, "SLICE_ELEMENTS", 256)  # one row per slice: the row is still global
     from safetensors.torch import save_file
 
     model = wan.build_transformer("t2v", seed=6)

@@ -53,13 +53,13 @@ def _is_torch(x) -> bool:
 MAX_ABS_VALUE = float(2**40)
 
 
-def _check_values(x: np.ndarray, name: str | None, limit: float | None) -> None:
+def _check_values(x: np.ndarray, name: str | None, limit: float | None, row_offset: int = 0) -> None:
     """Raise for NaN/Inf (naming row and column) or, with ``limit``, for ``|x| > limit``."""
     top = max(float(x.max()), -float(x.min()))  # NaN propagates; one pass each, no temporary
     if top <= (limit if limit is not None else float(np.finfo(np.float32).max)):
         return  # also false for NaN and inf, which _check_finite then reports
-    _check_finite(x, "tensor", name)
-    row = int(np.argmax(np.abs(x).max(axis=1)))
+    _check_finite(x, "tensor", name, row_offset)
+    row = int(np.argmax(np.abs(x).max(axis=1))) + row_offset
     raise VqtoolError(
         f"tensor has a value of magnitude {top:.3g} in row {row}; quantized types need "
         f"|x| <= {limit:.3g} (ggml's float32 arithmetic overflows and its fp16 scales become inf)",
@@ -67,14 +67,14 @@ def _check_values(x: np.ndarray, name: str | None, limit: float | None) -> None:
     )
 
 
-def _check_finite(x: np.ndarray, what: str, name: str | None) -> None:
+def _check_finite(x: np.ndarray, what: str, name: str | None, row_offset: int = 0) -> None:
     finite = np.isfinite(x)
     if not finite.all():
         rows_ok = finite.reshape(x.shape[0], -1).all(axis=1)
         row = int(np.argmin(rows_ok))
         col = int(np.argmin(finite[row]))
         raise NonFiniteError(
-            f"{what} has a non-finite value ({x[row, col]}) in row {row}, column {col}; "
+            f"{what} has a non-finite value ({x[row, col]}) in row {row + row_offset}, column {col}; "
             "fix the source weights before quantizing",
             tensor=name or "<unnamed>",
         )
@@ -94,7 +94,7 @@ def _imatrix(imatrix, c: Codec, n_per_row: int, name: str | None):
 
 
 def quantize(x, qtype, imatrix=None, *, name: str | None = None, threads: int | None = None,
-             device=None) -> np.ndarray:
+             device=None, row_offset: int = 0) -> np.ndarray:
     """Encode float32 rows as GGML ``qtype`` blocks, byte-identical to ``ggml_quantize_chunk``.
 
     Args:
@@ -104,6 +104,8 @@ def quantize(x, qtype, imatrix=None, *, name: str | None = None, threads: int | 
             types that ignore it (floats, Q8_0) ignore it here too.
         name: tensor name for error messages.
         threads: CPU threads (default ``os.cpu_count()``).
+        row_offset: added to row numbers in error messages, for callers that encode a
+            tensor in row slices.
         device: ``None``/``"cpu"`` for the numpy exact path; a torch device
             (``"cuda"``, ``"cuda:1"``, or ``"torch:cpu"`` to run the torch path on the CPU)
             selects :mod:`vqtool.ggml.torch_ops`. A CUDA tensor with ``device=None``
@@ -145,7 +147,7 @@ def quantize(x, qtype, imatrix=None, *, name: str | None = None, threads: int | 
         from vqtool.ggml.torch_ops import quantize_torch
 
         return quantize_torch(c, arr, qw, torch_device, name, MAX_ABS_VALUE if c.block_size > 1 else None)
-    _check_values(arr, name, MAX_ABS_VALUE if c.block_size > 1 else None)
+    _check_values(arr, name, MAX_ABS_VALUE if c.block_size > 1 else None, row_offset)
     return encode_rows(c.encode, NUMPY, arr, qw, row_bytes, threads or default_threads())
 
 

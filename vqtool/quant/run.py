@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 ARCHITECTURES = {"wan": "wan", "cogvideox": "cogvideox"}
 HASH_FIELD = 64 + len("sha256:")
+SLICE_ELEMENTS = 1 << 22  # 16 MB of float32 per encoding slice
 
 
 @dataclass
@@ -93,10 +94,18 @@ def _encode(tensor, decision: TensorDecision, imatrix, device, threads) -> np.nd
     from vqtool import ggml
     from vqtool.quant.imatrix import lookup
 
-    rows = tensor.to(torch.float32).reshape(-1, decision.shape[-1])
-    qw = lookup(imatrix, decision.name, decision.shape[-1])
-    return ggml.quantize(rows if device not in (None, "cpu") else rows.numpy(), t, qw, name=decision.name,
-                         threads=threads, device=device)
+    # Row slices of at most SLICE_ELEMENTS are widened to float32 one at a time, so the
+    # peak is the source tensor plus one slice, not a full float32 copy of the tensor.
+    n = decision.shape[-1]
+    rows = tensor.reshape(-1, n)
+    qw = lookup(imatrix, decision.name, n)
+    out = np.empty((rows.shape[0], ggml.row_size(t, n)), dtype=np.uint8)
+    step = max(1, SLICE_ELEMENTS // n)
+    for a in range(0, rows.shape[0], step):
+        x = rows[a : a + step].to(torch.float32)
+        out[a : a + step] = ggml.quantize(x if device not in (None, "cpu") else x.numpy(), t, qw, name=decision.name,
+                                          threads=threads, device=device, row_offset=a)
+    return out
 
 
 def _metadata(out, plan: QuantPlan, source: str, source_format: str, files: list[str], imatrix_path: str | None,
