@@ -128,7 +128,8 @@ def extract(base: str | os.PathLike, tuned: str | os.PathLike, out: str | os.Pat
     norm to keep), ``ratio`` (keep singular values above ``ratio`` x the largest); ``max_rank``
     caps the last two. ``clamp_quantile`` (e.g. 0.99) clips both factors at that quantile of their
     absolute values. Layers whose relative difference ||dW|| / ||W|| is at most ``min_diff`` are
-    left out (reported as unchanged). ``dry_run``: identify and pair the models, list the layers,
+    left out (reported as unchanged); other tensors that changed by more than ``min_diff`` are
+    listed as not carried. ``dry_run``: identify and pair the models, list the layers,
     read no tensor data. Returns a JSON-ready report (per layer: rank, retained energy, relative
     error, relative size of the difference; per role; tensors that changed but are not carried).
     """
@@ -185,8 +186,9 @@ def extract(base: str | os.PathLike, tuned: str | os.PathLike, out: str | os.Pat
                 del b32, delta
             elif not torch.equal(b, t.to(b.dtype)):
                 change = float((t.float() - b.float()).norm() / (b.float().norm() or 1.0))
-                why = "excluded by --include/--exclude" if is_linear_weight(info) else "not a Linear weight"
-                not_carried.append({"name": name, "role": info.role.value, "rel_diff": change, "reason": why})
+                if change > min_diff:
+                    why = "excluded by --include/--exclude" if is_linear_weight(info) else "not a Linear weight"
+                    not_carried.append({"name": name, "role": info.role.value, "rel_diff": change, "reason": why})
             bar.update(1)
             del b, t
         bar.close()
