@@ -39,6 +39,21 @@ def _png(fig) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
+def _color(report: dict[str, Any], name: str):
+    """One color per candidate in every plot (tab10, or tab20 beyond 10 candidates)."""
+    import matplotlib
+
+    names = [c["name"] for c in report["candidates"]]
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return cmap(names.index(name) % cmap.N)
+
+
+def _legend(fig, ax) -> None:
+    """The legend outside the axes, on the right."""
+    if ax.get_legend_handles_labels()[0]:
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=8)
+
+
 def _finite(values: list[float], cap: float) -> list[float]:
     """Values with ``inf`` replaced by ``cap`` (drawn at the top of the axis, marked in the legend)."""
     return [cap if v == float("inf") else v for v in values]
@@ -52,7 +67,8 @@ def _per_frame_plots(report: dict[str, Any]) -> list[str]:
     for key, label in (("psnr_per_frame", "PSNR (dB)"), ("ssim_per_frame", "SSIM")):
         ncols = min(4, len(ids))
         nrows = -(-len(ids) // ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3 * nrows), squeeze=False)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols + 1.5, 3 * nrows), squeeze=False,
+                                 layout="constrained")
         for ax in axes.flat[len(ids):]:
             ax.set_visible(False)
         for ax, vid in zip(axes.flat, ids):
@@ -63,12 +79,13 @@ def _per_frame_plots(report: dict[str, Any]) -> list[str]:
                 v = next(v for v in c["videos"] if v["id"] == vid)
                 vals = [_num(x) for x in v[key]]
                 name = c["name"] + (" (identical)" if any(x == float("inf") for x in vals) else "")
-                ax.plot(range(len(vals)), _finite(vals, cap), marker="o", ms=3, label=name)
+                ax.plot(range(len(vals)), _finite(vals, cap), marker="o", ms=3, label=name,
+                        color=_color(report, c["name"]))
             ax.set_title(vid, fontsize=9)
             ax.set_xlabel("frame")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=8)
+        _legend(fig, axes[0][0])
         out.append(_png(fig))
     return out
 
@@ -76,23 +93,21 @@ def _per_frame_plots(report: dict[str, Any]) -> list[str]:
 def _latent_plot(report: dict[str, Any]) -> str:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, c in enumerate(report["candidates"]):
+    fig, ax = plt.subplots(figsize=(7.5, 3.2), layout="constrained")
+    for c in report["candidates"]:
         labelled = False
         for v in c["videos"]:
             vals = [_num(x) for x in v["latent_rel_err_per_step"]]
             if all(x == 0 for x in vals):
                 continue  # identical runs have nothing to draw on a log axis
-            ax.plot(range(1, len(vals) + 1), vals, marker="o", ms=3, alpha=0.8, color=colors[k % len(colors)],
+            ax.plot(range(1, len(vals) + 1), vals, marker="o", ms=3, alpha=0.8, color=_color(report, c["name"]),
                     label=None if labelled else c["name"])
             labelled = True
     ax.set_yscale("log")
     ax.set_xlabel("sampling step")
     ax.set_ylabel("latent relative error")
     ax.grid(alpha=0.3, which="both")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    _legend(fig, ax)
     return _png(fig)
 
 
@@ -100,16 +115,17 @@ def _flicker_plot(report: dict[str, Any]) -> str:
     import matplotlib.pyplot as plt
 
     vid = report["reference"]["videos"][0]
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = plt.subplots(figsize=(7.5, 3.2), layout="constrained")
     ax.plot([_num(x) for x in vid["flicker_per_frame"]], "k--", lw=1.5, label="reference", zorder=5)
     for c in report["candidates"]:
         v = c["videos"][0]
-        ax.plot([_num(x) for x in v["flicker_per_frame"]], marker="o", ms=3, label=c["name"])
+        ax.plot([_num(x) for x in v["flicker_per_frame"]], marker="o", ms=3, label=c["name"],
+                color=_color(report, c["name"]))
     ax.set_title(f"temporal flicker, {vid['id']}", fontsize=9)
     ax.set_xlabel("frame pair")
     ax.set_ylabel("mean |frame t+1 - frame t|")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(fig, ax)
     return _png(fig)
 
 
@@ -120,32 +136,34 @@ def _weight_plots(report: dict[str, Any]) -> list[str]:
     if not cands:
         return []
     out = []
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(8.5, 3.4), layout="constrained")
     for c in cands:
         blocks = c["weight_errors"]["by_block"]
         keys = sorted(blocks, key=lambda k: (k.split(".")[0], int(k.split(".")[1])))
-        ax.plot(range(len(keys)), [_num(blocks[k]["rel_rmse"]) for k in keys], marker="o", ms=3, label=c["name"])
+        ax.plot(range(len(keys)), [_num(blocks[k]["rel_rmse"]) for k in keys], marker="o", ms=3, label=c["name"],
+                color=_color(report, c["name"]))
         ax.set_xticks(range(len(keys)), keys, rotation=90, fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("weight relative RMSE")
     ax.set_title("by block", fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    _legend(fig, ax)
     out.append(_png(fig))
     roles = sorted({r for c in cands for r in c["weight_errors"]["by_role"]})
-    fig, ax = plt.subplots(figsize=(8, 3.4))
+    fig, ax = plt.subplots(figsize=(9.5, 3.6), layout="constrained")
     width = 0.8 / len(cands)
     for i, c in enumerate(cands):
         by_role = c["weight_errors"]["by_role"]
         # Exact roles (error 0) have no bar on a log axis; the table below lists them.
         vals = [_num(by_role[r]["rel_rmse"]) if r in by_role and _num(by_role[r]["rel_rmse"]) > 0 else float("nan")
                 for r in roles]
-        ax.bar([j + i * width for j in range(len(roles))], vals, width=width, label=c["name"])
+        ax.bar([j + i * width for j in range(len(roles))], vals, width=width, label=c["name"],
+               color=_color(report, c["name"]))
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(roles))], roles, rotation=60, ha="right", fontsize=7)
     ax.set_yscale("log")
     ax.set_ylabel("weight relative RMSE")
     ax.set_title("by role", fontsize=9)
-    ax.legend(fontsize=8)
+    _legend(fig, ax)
     out.append(_png(fig))
     return out
 
