@@ -147,29 +147,10 @@ def load_transformer(path: str | os.PathLike, *, dtype: "torch.dtype", device: s
 
     path = os.fspath(path)
     if is_gguf(path):
-        model = _float_bf16_linears(load_gguf_transformer(path, compute_dtype=dtype, device=device, config=config),
-                                    dtype)
+        model = load_gguf_transformer(path, compute_dtype=dtype, device=device, config=config)
     elif is_torchao_folder(path):  # vqtool quantize --format torchao: torchao weights, the rest in ``dtype``
         model = load_torchao_transformer(path, dtype=dtype, device=device)
     else:
         model = load_full_precision(path, dtype=dtype, device=device)
     log.info("loaded %s transformer from %s", type(model).__name__, path)
-    return model
-
-
-def _float_bf16_linears(model, dtype):
-    """BF16 GGUF weights as plain float parameters (BF16 is not a block quantization).
-
-    Kept as raw GGUF bytes, a BF16 Linear at the head of a module makes that module's dtype
-    uint8: Wan's time embedder then casts the timestep to uint8 and fails ("got Byte and
-    Float"). Files quantized from BF16 sources keep their embeddings in BF16.
-    """
-    import torch
-    from diffusers.quantizers.gguf.utils import GGUFParameter, dequantize_gguf_tensor
-    from gguf import GGMLQuantizationType
-
-    for module in model.modules():
-        w = module._parameters.get("weight")
-        if isinstance(w, GGUFParameter) and w.quant_type == GGMLQuantizationType.BF16:
-            module._parameters["weight"] = torch.nn.Parameter(dequantize_gguf_tensor(w).to(dtype), requires_grad=False)
     return model

@@ -85,3 +85,17 @@ def test_wan_gguf_through_vqtool_loader_equals_diffusers_single_file(tmp_path):
     derived = load_gguf_transformer(tmp_path / "w.gguf")
     with torch.no_grad():
         assert torch.allclose(derived(**x)[0], theirs(**x)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_source_loads_through_vqtool_loader(tmp_path):
+    """Files from BF16 sources keep embeddings in BF16; the loader must not leave them as raw bytes."""
+    model = wan.build_transformer("t2v", seed=13).to(torch.bfloat16)
+    src = wan.write_transformer(model, tmp_path, "original")
+    quantize_model(str(src), [("q4_k_m", str(tmp_path / "b.gguf"))], progress=False)
+    loaded = load_gguf_transformer(tmp_path / "b.gguf")
+    ref = model.float()
+    g = torch.Generator().manual_seed(0)
+    x = dict(hidden_states=torch.randn(1, 16, 3, 8, 8, generator=g), timestep=torch.tensor([300]),
+             encoder_hidden_states=torch.randn(1, 5, 64, generator=g), return_dict=False)
+    with torch.no_grad():
+        assert _rel(loaded(**x)[0], ref(**x)[0]) < 0.05

@@ -80,6 +80,7 @@ def load_gguf_transformer(path: str | os.PathLike, *, compute_dtype: "torch.dtyp
     from accelerate import init_empty_weights
     from diffusers.models.model_loading_utils import load_gguf_checkpoint
     from diffusers.quantizers.gguf.utils import GGUFLinear, GGUFParameter, _replace_with_gguf_linear, dequantize_gguf_tensor
+    from gguf import GGMLQuantizationType
 
     path = os.fspath(path)
     if compute_dtype is None:
@@ -90,6 +91,10 @@ def load_gguf_transformer(path: str | os.PathLike, *, compute_dtype: "torch.dtyp
     state = {}
     for name, value in parsed.items():
         target = rename[name]
+        if isinstance(value, GGUFParameter) and value.quant_type == GGMLQuantizationType.BF16:
+            # BF16 is not a block type: as raw bytes it would make its module's dtype uint8
+            # (Wan's time embedder casts the timestep to it), and dequantizing saves nothing.
+            value = dequantize_gguf_tensor(value)
         if not isinstance(value, GGUFParameter) and value.is_floating_point():
             value = value.to(compute_dtype)
         state[target] = value
