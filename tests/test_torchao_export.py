@@ -33,7 +33,7 @@ def _inputs(dtype=torch.float32):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A tiny Wan T2V in the original single-file layout (not loadable by from_pretrained: export must stage it)."""
+    """A tiny Wan T2V in the original single-file layout (from_pretrained cannot read it; the export maps it)."""
     root = tmp_path_factory.mktemp("torchao")
     model = wan.build_transformer("t2v", seed=3)
     return model, wan.write_transformer(model, root, "original"), root
@@ -78,11 +78,11 @@ def test_export_writes_provenance_for_model_cards(exported, tiny):
     assert types["head"] == "F32"
     assert set(result.quantized) == {n[: -len(".weight")] for n, w in prov["weights"].items() if w["type"].startswith("torchao")}
     assert 0 < prov["bits_per_weight"] < 32
-    # The staging folder and temporary output are gone; only the export remains.
+    # No temporary folder is left behind; only the export remains.
     assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
 
 
-def test_bf16_export_from_a_diffusers_folder_is_used_in_place(tiny, tmp_path):
+def test_bf16_export_from_a_diffusers_folder_leaves_the_source_untouched(tiny, tmp_path):
     from vqtool.publish.torchao_export import export_torchao, load_torchao_transformer
 
     model, _, _ = tiny
@@ -97,6 +97,31 @@ def test_bf16_export_from_a_diffusers_folder_is_used_in_place(tiny, tmp_path):
         got = loaded(*_inputs(torch.bfloat16)).sample
     assert _psnr(ref, got) > 25
     assert result.dtype == "bfloat16"
+
+
+def test_streamed_export_equals_diffusers_own_torchao_load_bit_for_bit(tiny, tmp_path):
+    """vqtool feeds diffusers' quantizer one tensor at a time; the files must equal diffusers' own path."""
+    from diffusers import TorchAoConfig, WanTransformer3DModel
+    from safetensors import safe_open
+
+    from vqtool.publish.torchao_export import export_torchao, read_provenance
+    from vqtool.publish.torchao_policy import get_torchao_policy
+
+    model, _, _ = tiny
+    folder = wan.write_transformer(model, tmp_path, "diffusers")
+    export_torchao(folder, tmp_path / "vqtool", "int8-weight-only")
+    kept = sorted(read_provenance(tmp_path / "vqtool")["kept"])
+    theirs = WanTransformer3DModel.from_pretrained(
+        folder, torch_dtype=torch.bfloat16,
+        quantization_config=TorchAoConfig(get_torchao_policy("int8-weight-only").make_config(), modules_to_not_convert=kept))
+    theirs.save_pretrained(tmp_path / "diffusers", safe_serialization=True)
+    files = [safe_open(str(p / "diffusion_pytorch_model.safetensors"), "pt") for p in (tmp_path / "vqtool", tmp_path / "diffusers")]
+    assert files[0].keys() == files[1].keys() and files[0].metadata() == files[1].metadata()
+    for key in files[0].keys():
+        a, b = files[0].get_tensor(key), files[1].get_tensor(key)
+        assert a.dtype == b.dtype and torch.equal(a, b), key
+    ours = json.loads((tmp_path / "vqtool" / "config.json").read_text())["quantization_config"]
+    assert ours == json.loads((tmp_path / "diffusers" / "config.json").read_text())["quantization_config"]
 
 
 def test_existing_output_is_kept_without_overwrite_and_replaced_with_it(exported, tiny):

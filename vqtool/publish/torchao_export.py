@@ -1,8 +1,10 @@
 """``vqtool quantize --format torchao``: a Diffusers model folder quantized with torchao.
 
-The source (any transformer vqtool reads) becomes a full-precision Diffusers folder (used as is
-when it already is one), which diffusers loads with ``TorchAoConfig`` and saves with
-``save_pretrained`` (safetensors; torchao >= 0.16 flattens its tensor subclasses). The result
+The source (any transformer vqtool reads) is streamed through the mapping tables into the Diffusers
+model class one tensor at a time, and each tensor goes through diffusers' own torchao quantizer
+(what ``from_pretrained(..., quantization_config=TorchAoConfig(...))`` does) as it arrives, so
+memory is the quantized model plus one tensor and no full-precision Diffusers copy is written.
+``save_pretrained`` writes safetensors (torchao >= 0.16 flattens its tensor subclasses); the result
 reloads with plain ``from_pretrained`` and carries ``vqtool.json`` (policy, what stayed in high
 precision, source files and hashes) for model cards. Policies are data:
 ``mappings/policies/40-torchao.toml``.
@@ -135,17 +137,6 @@ def plan_torchao(store, policy: str) -> tuple[TorchaoPlan, Any]:
     return plan, conversion
 
 
-def _diffusers_folder(store) -> str | None:
-    """The folder of ``store`` when diffusers' ``from_pretrained`` can read it as it is."""
-    if not store.format.startswith("diffusers-model") or not store.config or not store.files:
-        return None
-    folder = os.path.dirname(store.files[0])
-    if all(os.path.basename(f).startswith("diffusion_pytorch_model") and os.path.dirname(f) == folder
-           for f in store.files):
-        return folder
-    return None
-
-
 def _source_info(store) -> dict[str, Any]:
     from vqtool.quant.run import sha256_files
 
@@ -174,7 +165,8 @@ def replace_folder(tmp: str, out: str) -> None:
 
 def export_torchao(src: str | os.PathLike, out: str | os.PathLike, policy: str = "int8-weight-only", *,
                    component: str | None = None, dtype: str = "bf16", device: str = "cpu",
-                   overwrite: bool = False, hash_sources: bool = True) -> TorchaoExport:
+                   overwrite: bool = False, hash_sources: bool = True, progress: bool = False,
+                   max_shard_size: str = "2GB") -> TorchaoExport:
     """Quantize the transformer in ``src`` with torchao ``policy`` into the Diffusers folder ``out``.
 
     ``dtype`` (bf16, f16, f32) is what unquantized weights and activations use; ``device``
@@ -183,7 +175,6 @@ def export_torchao(src: str | os.PathLike, out: str | os.PathLike, policy: str =
     import torch
 
     from vqtool.io import open_store
-    from vqtool.mapping.writer import write_plan
 
     started = time.perf_counter()
     pol = get_torchao_policy(policy)
@@ -196,63 +187,99 @@ def export_torchao(src: str | os.PathLike, out: str | os.PathLike, policy: str =
     check_output(out, overwrite)
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    with open_store(src, component) as store:
-        plan, conversion = plan_torchao(store, policy)
-        result = TorchaoExport(out, pol.name, pol.config, plan.family, plan.variant, DTYPES[dtype], plan.params,
-                               kept=plan.kept)
-        result.source = _source_info(store) if hash_sources else {"format": store.format,
-                                                                   "files": [os.path.basename(f) for f in store.files]}
-        stage_tmp = None
-        stage = _diffusers_folder(store)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}-", dir=parent)
-        try:
-            if stage is None:
-                stage_tmp = tempfile.mkdtemp(prefix=".vqtool-stage-", dir=parent)
-                log.info("writing a full-precision Diffusers folder for diffusers to load: %s", stage_tmp)
-                write_plan(store, conversion, stage_tmp, config_json=plan.config, overwrite=True, progress=False)
-                stage = stage_tmp
-            written = _quantize_and_save(stage, tmp, plan.config["_class_name"], pol, plan.kept,
-                                         getattr(torch, DTYPES[dtype]), device)
-            result.quantized = sorted(n[: -len(".weight")] for n, t in written.items() if t == type_label(pol.config))
-            result.weights = {n: {"role": plan.roles[n], "shape": list(plan.shapes[n]), "type": t}
-                              for n, t in written.items() if n in plan.roles}
-            result.file_bytes = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp)
-                                    if f.endswith(".safetensors"))
-            result.seconds = round(time.perf_counter() - started, 3)
-            with open(os.path.join(tmp, PROVENANCE), "w", encoding="utf-8") as f:
-                json.dump(result.to_dict(), f, indent=2, sort_keys=True)
-            replace_folder(tmp, out)
-        finally:
-            for folder in (tmp, stage_tmp):
-                if folder and os.path.isdir(folder):
-                    shutil.rmtree(folder, ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}-", dir=parent)
+    try:
+        with open_store(src, component) as store:
+            plan, conversion = plan_torchao(store, policy)
+            result = TorchaoExport(out, pol.name, pol.config, plan.family, plan.variant, DTYPES[dtype], plan.params,
+                                   kept=plan.kept)
+            result.source = _source_info(store) if hash_sources else {
+                "format": store.format, "files": [os.path.basename(f) for f in store.files]}
+            model, written = _stream_quantize(store, conversion, plan, getattr(torch, DTYPES[dtype]), device, progress)
+        # Shards bound the serialization buffer safetensors builds in memory (one shard at a time).
+        model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
+        del model
+        result.quantized = sorted(n[: -len(".weight")] for n, t in written.items() if t == type_label(pol.config))
+        result.weights = {n: {"role": plan.roles[n], "shape": list(plan.shapes[n]), "type": t}
+                          for n, t in written.items() if n in plan.roles}
+        result.file_bytes = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp)
+                                if f.endswith(".safetensors"))
+        result.seconds = round(time.perf_counter() - started, 3)
+        with open(os.path.join(tmp, PROVENANCE), "w", encoding="utf-8") as f:
+            json.dump(result.to_dict(), f, indent=2, sort_keys=True)
+        replace_folder(tmp, out)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 
-def _quantize_and_save(stage: str, tmp: str, class_name: str, pol: TorchaoPolicy, kept: dict[str, str],
-                       dtype, device: str) -> dict[str, str]:
-    """Load ``stage`` through diffusers' TorchAoConfig, save it into ``tmp``; 2-D weight name -> type written."""
+def _stream_quantize(store, conversion, plan: TorchaoPlan, dtype, device: str, progress: bool = False):
+    """The Diffusers model of ``store``, each tensor read once and quantized as it arrives.
+
+    Every decision and step is diffusers' own (``TorchAoHfQuantizer``: which parameters it
+    quantizes, ``create_quantized_param``; ``_keep_in_fp32_modules`` casting), as in
+    ``from_pretrained(..., quantization_config=TorchAoConfig(...))``, but fed from vqtool's
+    streaming conversion: memory is the quantized model plus one tensor, and any format vqtool
+    reads works without a full-precision Diffusers copy on disk. Returns the model and, per 2-D
+    weight, the type written.
+    """
     import diffusers
+    import torch
+    from accelerate import init_empty_weights
+    from accelerate.utils import set_module_tensor_to_device
     from diffusers import TorchAoConfig
+    from diffusers.quantizers import DiffusersAutoQuantizer
     from torchao.utils import TorchAOBaseTensor
+    from tqdm import tqdm
 
+    from vqtool.errors import MappingError
     from vqtool.io import dtype_name
+    from vqtool.mapping import iter_converted
 
-    cls = getattr(diffusers, class_name)
-    qconfig = TorchAoConfig(pol.make_config(), modules_to_not_convert=sorted(kept))
-    kwargs: dict[str, Any] = {"quantization_config": qconfig, "torch_dtype": dtype}
-    if str(device) != "cpu":
-        kwargs["device_map"] = {"": str(device)}
-    model = cls.from_pretrained(stage, **kwargs)
-    written = {}
+    pol, config = plan.policy, plan.config
+    cls = getattr(diffusers, config["_class_name"])
+    qconfig = TorchAoConfig(pol.make_config(), modules_to_not_convert=sorted(plan.kept))
+    with init_empty_weights(include_buffers=False):
+        # As from_pretrained does: the quantization config is part of the model's config (saved in config.json).
+        model = cls.from_config({**{k: v for k, v in config.items() if not k.startswith("_")},
+                                 "quantization_config": qconfig})
+    quantizer = DiffusersAutoQuantizer.from_config(qconfig, pre_quantized=False)
+    quantizer.validate_environment(torch_dtype=dtype, device_map=None)
+    keep_fp32 = list(cls._keep_in_fp32_modules or [])
+    quantizer.preprocess_model(model=model, device_map=None, keep_in_fp32_modules=keep_fp32)
+    expected = model.state_dict()
+    loaded: set[str] = set()
+    written: dict[str, str] = {}
+    bar = tqdm(total=conversion.total_bytes, unit="B", unit_scale=True, desc="torchao", disable=not progress,
+               leave=False)
+    for name, tensor in iter_converted(store, conversion):
+        if name not in expected:
+            raise MappingError(f"{cls.__name__} has no parameter {name}", path=store.path)
+        if tensor.is_floating_point():
+            fp32 = any(k in name.split(".") for k in keep_fp32)
+            tensor = tensor.to(torch.float32 if fp32 else dtype)
+        tensor = tensor.contiguous()
+        if quantizer.check_if_quantized_param(model, tensor, name, {}, param_device=str(device)):
+            quantizer.create_quantized_param(model, tensor, name, torch.device(device), {}, [], dtype=dtype)
+        else:
+            set_module_tensor_to_device(model, name, device, value=tensor,
+                                        dtype=tensor.dtype if tensor.is_floating_point() else None)
+        loaded.add(name)
+        bar.update(tensor.numel() * tensor.element_size())
+        del tensor
+    bar.close()
+    missing = sorted(set(expected) - loaded)
+    if missing:
+        raise MappingError(f"the source gave no values for {missing[:5]} ({len(missing)} missing)", path=store.path)
+    quantizer.postprocess_model(model)
+    model.hf_quantizer = quantizer
     for name, param in model.named_parameters():
         if name.endswith(".weight") and param.dim() == 2:
-            quantized = isinstance(param, TorchAOBaseTensor) or isinstance(getattr(param, "data", None), TorchAOBaseTensor)
-            written[name] = type_label(pol.config) if quantized else dtype_name(param.dtype)
+            written[name] = type_label(pol.config) if isinstance(param, TorchAOBaseTensor) else dtype_name(param.dtype)
     if type_label(pol.config) not in written.values():
-        raise PolicyError(f"torchao policy {pol.name} quantized no Linear layer of this {class_name}")
-    model.save_pretrained(tmp, safe_serialization=True)
-    return written
+        raise PolicyError(f"torchao policy {pol.name} quantized no Linear layer of this {cls.__name__}")
+    return model.eval(), written
 
 
 def is_torchao_folder(path: str | os.PathLike) -> bool:
@@ -333,7 +360,7 @@ def quantize_command(src: str, policy: str, out: str | None, *, component: str |
                       for role, row in plan.by_role().items()]
         return "\n".join(lines)
     results = [export_torchao(src, path, p, component=component, dtype=dtype, device=device, overwrite=overwrite,
-                              hash_sources=hash_sources) for p, path in targets]
+                              hash_sources=hash_sources, progress=not as_json) for p, path in targets]
     if as_json:
         return json.dumps([r.to_dict() for r in results], indent=2)
     return "\n".join(f"  {r.policy:<18} {human_bytes(r.file_bytes):>10}  {r.bits_per_weight:6.3f} bpw  "
