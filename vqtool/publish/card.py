@@ -125,6 +125,9 @@ def _validation_note(scan: Scan, metrics: dict[str, CandidateMetrics]) -> list[s
     settings = used[0].settings
     run = ", ".join(f"{k} {v}" for k, v in settings.items() if k != "pipeline")
     reports = sorted({os.path.relpath(m.report, scan.folder).replace(os.sep, "/") for m in used})
+    # The HTML report next to a report.json (plots, embedded videos) when it was published with it.
+    reports = [p for r in reports for p in (r, r.removesuffix(".json") + ".html")
+               if p == r or os.path.isfile(os.path.join(scan.folder, p))]
     return [f"PSNR and SSIM are means over the {used[0].videos or 'validation'} videos of `vqtool validate` "
             f"(same prompts, seeds, initial noise and text embeddings as the full-precision reference; {run or 'default settings'}); "
             "\"identical\" means bit-equal frames. Reports: " + ", ".join(f"[`{r}`]({r})" for r in reports) + "."]
