@@ -92,6 +92,17 @@ def output_paths(src: str, folder: str, gguf: list[str], torchao: list[str], nam
             + [(p, "torchao", os.path.join(folder, f"{stem}-{p}")) for p in torchao])
 
 
+def _gguf_source(path: str) -> dict[str, Any]:
+    """The source format, file names and hashes a vqtool GGUF recorded."""
+    from vqtool.io import GGUFFile
+
+    with GGUFFile(path) as store:
+        meta = store.metadata
+    files = list(meta.get("vqtool.source_files") or [])
+    return {"format": meta.get("vqtool.source_format"), "files": files,
+            "sha256": [meta.get(f"vqtool.source_sha256.{i}") for i in range(len(files))]}
+
+
 def _run_validation(src: str, candidates: list[str], out: str, pipeline: str | None, options: dict[str, Any],
                     overwrite: bool) -> str:
     """``vqtool validate`` over the family; returns the report.json path (the one call into vqtool.validate)."""
@@ -156,12 +167,14 @@ def make_family(src: str, folder: str, policies: list[str], *, pipeline: str | N
             result.outputs.append(FamilyOutput(o.policy, "gguf", o.path, o.bytes_written,
                                                round(o.plan.bits_per_weight, 3)))
         result.seconds["gguf"] = round(run.seconds, 3)
+    source = _gguf_source(result.outputs[0].path) if result.outputs else None
     for p, kind, path in targets:
         if kind != "torchao":
             continue
         t0 = time.perf_counter()
         exp = export_torchao(src, path, p, component=component, dtype=torchao_dtype, device=device or "cpu",
-                             overwrite=overwrite, hash_sources=hash_sources)
+                             overwrite=overwrite, hash_sources=hash_sources, source_info=source)
+        source = exp.source  # the source is hashed once per family
         result.outputs.append(FamilyOutput(p, "torchao", path, exp.file_bytes, exp.bits_per_weight))
         result.seconds[f"torchao {p}"] = round(time.perf_counter() - t0, 3)
     if validate:

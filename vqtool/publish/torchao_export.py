@@ -166,11 +166,12 @@ def replace_folder(tmp: str, out: str) -> None:
 def export_torchao(src: str | os.PathLike, out: str | os.PathLike, policy: str = "int8-weight-only", *,
                    component: str | None = None, dtype: str = "bf16", device: str = "cpu",
                    overwrite: bool = False, hash_sources: bool = True, progress: bool = False,
-                   max_shard_size: str = "2GB") -> TorchaoExport:
+                   max_shard_size: str = "2GB", source_info: dict[str, Any] | None = None) -> TorchaoExport:
     """Quantize the transformer in ``src`` with torchao ``policy`` into the Diffusers folder ``out``.
 
     ``dtype`` (bf16, f16, f32) is what unquantized weights and activations use; ``device``
-    where torchao quantizes (some policies need ``cuda``). Returns what was written.
+    where torchao quantizes (some policies need ``cuda``); ``source_info`` (format, files,
+    sha256) skips hashing the source again. Returns what was written.
     """
     import torch
 
@@ -193,8 +194,11 @@ def export_torchao(src: str | os.PathLike, out: str | os.PathLike, policy: str =
             plan, conversion = plan_torchao(store, policy)
             result = TorchaoExport(out, pol.name, pol.config, plan.family, plan.variant, DTYPES[dtype], plan.params,
                                    kept=plan.kept)
-            result.source = _source_info(store) if hash_sources else {
-                "format": store.format, "files": [os.path.basename(f) for f in store.files]}
+            if source_info is not None:  # already hashed by the caller (vqtool family: one hash per source)
+                result.source = dict(source_info)
+            else:
+                result.source = _source_info(store) if hash_sources else {
+                    "format": store.format, "files": [os.path.basename(f) for f in store.files]}
             model, written = _stream_quantize(store, conversion, plan, getattr(torch, DTYPES[dtype]), device, progress)
         # Shards bound the serialization buffer safetensors builds in memory (one shard at a time).
         model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
