@@ -107,5 +107,10 @@ def test_family_dry_run_and_refusals(family, tmp_path):
         res = CliRunner().invoke(cli, ["family", str(pipe), "-o", str(out), "--no-validate", *args])
         assert res.exit_code == 1 and "--overwrite" in str(res.exception)
     assert sorted(os.listdir(out)) == before
+    transformer = pipe / "transformer"
+    res = CliRunner().invoke(cli, ["family", str(transformer), "-o", str(tmp_path / "y"), "--policies", "q8_0"])
+    assert res.exit_code == 1 and "--pipeline" in str(res.exception) and not (tmp_path / "y").exists()
+    res = CliRunner().invoke(cli, ["family", str(pipe), "-o", str(tmp_path / "z"), "--policies", "q8_0,float8-dynamic"])
+    assert res.exit_code == 1 and "runs on cuda, not cpu" in str(res.exception) and not (tmp_path / "z").exists()
     res = CliRunner().invoke(cli, ["family", str(pipe), "-o", str(tmp_path / "x"), "--policies", "q8_0,q9_9"])
     assert res.exit_code == 1 and "unknown policy 'q9_9'" in str(res.exception)

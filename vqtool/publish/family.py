@@ -145,18 +145,25 @@ def make_family(src: str, folder: str, policies: list[str], *, pipeline: str | N
     skips validation (the card then shows n/a). ``validator`` replaces the call into
     ``vqtool validate`` (same arguments as :func:`_run_validation`).
     """
-    from vqtool.publish.torchao_export import check_output, export_torchao
+    from vqtool.publish.torchao_export import check_device, check_output, export_torchao
     from vqtool.quant.run import quantize_model
 
     gguf, torchao = split_policies(list(policies))
     if not gguf and not torchao:
         raise InputError("no policies given; e.g. --policies q8_0,q4_k_m,mixed-q4")
+    for p in torchao:
+        check_device(p, device or "cpu")
     folder = os.fspath(folder)
-    os.makedirs(folder, exist_ok=True)
     targets = output_paths(src, folder, gguf, torchao, name)
     report_dir = os.path.join(folder, VALIDATION_DIR)
     for _, _, path in targets + [("", "", os.path.join(folder, CARD))] + ([("", "", report_dir)] if validate else []):
         check_output(path, overwrite)
+    if validate and validator is None:
+        needs = pipeline or src
+        if not str(needs).startswith("bundled:") and not os.path.isfile(os.path.join(needs, "model_index.json")):
+            raise InputError("validation needs a Diffusers pipeline folder (text encoder, VAE, scheduler): pass "
+                             "--pipeline, or --no-validate to skip it", path=needs)
+    os.makedirs(folder, exist_ok=True)
     result = FamilyResult(folder)
     started = time.perf_counter()
     if gguf:

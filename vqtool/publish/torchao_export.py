@@ -146,6 +146,15 @@ def _source_info(store) -> dict[str, Any]:
             "sha256": [hashes[f] for f in store.files]}
 
 
+def check_device(policy: str, device: str) -> TorchaoPolicy:
+    """The policy named ``policy``, if torchao can quantize and run it on ``device``."""
+    pol = get_torchao_policy(policy)
+    if str(device).split(":")[0] not in pol.devices:
+        raise PolicyError(f"torchao policy {pol.name} runs on {', '.join(pol.devices)}, not {device}: "
+                          f"{pol.description}")
+    return pol
+
+
 def check_output(out: str, overwrite: bool) -> None:
     if os.path.exists(out) and not overwrite:
         raise OutputExistsError("exists; pass --overwrite to replace it", path=out)
@@ -178,10 +187,7 @@ def export_torchao(src: str | os.PathLike, out: str | os.PathLike, policy: str =
     from vqtool.io import open_store
 
     started = time.perf_counter()
-    pol = get_torchao_policy(policy)
-    if str(device).split(":")[0] not in pol.devices:
-        raise PolicyError(f"torchao policy {pol.name} runs on {', '.join(pol.devices)}, not {device}: "
-                          f"{pol.description}")
+    pol = check_device(policy, device)
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; use bf16, f16 or f32")
     out = os.fspath(out)
