@@ -19,14 +19,7 @@ from vqtool.errors import InputError, MappingError
 NOISE = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # LAPACK's SVD on small matrices spins with several OpenMP threads on a busy 2-core runner
-    # (10x slower than one thread); restored for the other modules of this worker.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 RANKS = (2, 4, 6)
 
 

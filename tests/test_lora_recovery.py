@@ -20,13 +20,7 @@ OUTLIER_COLUMNS = 8
 OUTLIER_SCALE = 20.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # LAPACK's SVD on small matrices spins with several OpenMP threads on a busy 2-core runner.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def with_outlier_columns(model, seed: int, prefix: str):

@@ -22,14 +22,7 @@ RANK = 8
 PREFIX = "model.diffusion_model."
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # LAPACK's SVD on small matrices spins with several OpenMP threads on a busy 2-core runner
-    # (10x slower than one thread); restored for the other modules of this worker.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny_5b():

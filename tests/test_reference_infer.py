@@ -15,15 +15,7 @@ from reference_infer.tasks import Request, Settings
 SMALL = Settings(frames=5, height=32, width=32, steps=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: torch's intra-op threads only wait on each other (badly so on a busy machine)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pipeline_and_ggufs(root, name, policies, transformer_dtype=None):

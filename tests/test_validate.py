@@ -18,15 +18,7 @@ SETTINGS = Settings(frames=5, height=32, width=48, steps=3)
 POLICIES = ("f16", "q8_0", "q4_k_m", "q2_k")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: torch's intra-op threads only wait on each other (badly so on a busy machine)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _build(root) -> None:
@@ -43,7 +35,7 @@ def _build(root) -> None:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, one_thread):
+def run(tmp_path_factory, one_torch_thread):
     """The validation run, made once per test session even when xdist spreads this module over workers."""
     from filelock import FileLock
 

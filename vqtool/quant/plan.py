@@ -7,6 +7,8 @@ follows it and stores it in the file's ``vqtool.*`` metadata.
 
 from __future__ import annotations
 
+import math
+
 import fnmatch
 import tomllib
 from collections import defaultdict
@@ -47,10 +49,7 @@ class TensorDecision:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def quantized(self) -> bool:
